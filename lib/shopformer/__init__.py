@@ -1,0 +1,1 @@
+"""shopformer: Spark + Delta batch jobs that score users with a sequence transformer."""

@@ -1,0 +1,68 @@
+"""Shared command line for the jobs: ``--conf``, ``--run-date``, ``--end-date``, ``--set key=value``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from shopformer.config import Config, load_config
+from shopformer.errors import ShopformerError
+
+log = logging.getLogger("shopformer")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {text!r}") from exc
+
+
+@dataclass(frozen=True)
+class JobArgs:
+    """Parsed arguments common to every job, plus the job's own namespace."""
+
+    cfg: Config
+    run_date: dt.date
+    end_date: dt.date
+    run_id: str
+    ns: argparse.Namespace
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser that already knows the common options; jobs add their own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--conf", default="local", help="environment file: a name in conf/ or a path (default local)")
+    p.add_argument("--run-date", type=_date, required=True, help="logical run date (Airflow's), YYYY-MM-DD")
+    p.add_argument("--end-date", type=_date, help="last date of a backfill range (inclusive); default run-date")
+    p.add_argument("--run-id", help="lineage id stored in written rows; default <job>:<run-date>[:<end-date>]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, job: str, argv: Sequence[str] | None = None) -> JobArgs:
+    """Parse argv, load layered config, configure logging; a bad config exits 2 naming the key."""
+    ns = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(ns.conf, ns.set)
+    except ShopformerError as exc:
+        p.error(str(exc))
+    end = ns.end_date or ns.run_date
+    if end < ns.run_date:
+        p.error(f"--end-date {end} is before --run-date {ns.run_date}")
+    span = f"{ns.run_date}" if end == ns.run_date else f"{ns.run_date}..{end}"
+    return JobArgs(cfg=cfg, run_date=ns.run_date, end_date=end, run_id=ns.run_id or f"{job}:{span}", ns=ns)
+
+
+def run_job(main: Callable[[], None]) -> None:
+    """Run a job body; expected failures print one clear line and exit 1 (nothing has been written)."""
+    try:
+        main()
+    except ShopformerError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        sys.exit(1)

@@ -1,0 +1,125 @@
+"""Layered YAML configuration: ``conf/base.yaml`` <- environment file <- ``--set key=value`` overrides.
+
+Every key an environment file or override sets must already exist in ``base.yaml`` (so a typo fails loudly,
+naming the key), except below the *open* sections listed in ``OPEN_SECTIONS``, whose children are free-form
+maps (Spark settings, source mappings).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shopformer.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+OPEN_SECTIONS = ("spark.conf", "sources", "synthetic.categories")
+_MISSING = object()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _is_open(dotted: str) -> bool:
+    return any(dotted == s or dotted.startswith(s + ".") for s in OPEN_SECTIONS)
+
+
+def _merge(base: dict[str, Any], layer: Mapping[str, Any], origin: str, prefix: str = "") -> None:
+    """Merge ``layer`` into ``base`` in place; unknown keys outside open sections are errors."""
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if key not in base and not _is_open(dotted):
+            raise ConfigError(f"unknown config key '{dotted}' in {origin} (not defined in conf/base.yaml)")
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origin, dotted + ".")
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _override_to_layer(item: str) -> dict[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.path=value")
+    dotted, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    layer: dict[str, Any] = {}
+    node = layer
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return layer
+
+
+def _resolve_paths(data: dict[str, Any]) -> None:
+    """Expand ``{root}``-style references among ``paths.*`` and in ``tables.*``; make local paths absolute."""
+    paths = data.get("paths", {})
+    for _ in range(len(paths) + 1):  # references may chain: warehouse -> root
+        paths.update({k: str(v).format(**paths) if isinstance(v, str) else v for k, v in paths.items()})
+    for key, value in paths.items():
+        if isinstance(value, str) and "://" not in value and key != "mlflow_tracking_uri":
+            paths[key] = str(Path(value).expanduser().resolve())
+    tables = data.get("tables", {})
+    for key, value in tables.items():
+        tables[key] = str(value).format(**paths)
+    if "mlflow_tracking_uri" in paths:
+        paths["mlflow_tracking_uri"] = str(paths["mlflow_tracking_uri"]).format(**paths)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Read-only view of the merged configuration; ``get`` names the missing key when absent."""
+
+    data: Mapping[str, Any]
+    origin: str
+
+    def get(self, dotted: str, default: Any = _MISSING) -> Any:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                if default is not _MISSING:
+                    return default
+                raise ConfigError(f"missing config key '{dotted}' (config: {self.origin})")
+            node = node[part]
+        return node
+
+    def section(self, dotted: str) -> dict[str, Any]:
+        value = self.get(dotted)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{dotted}' must be a mapping, got {type(value).__name__}")
+        return copy.deepcopy(dict(value))
+
+    def table(self, name: str) -> str:
+        """Location of a Delta table by logical name (``bronze_events`` ...)."""
+        return str(self.get(f"tables.{name}"))
+
+
+def load_config(env: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Merge base.yaml, the environment file (a path, or a name in conf/) and ``key=value`` overrides."""
+    data = _read_yaml(CONF_DIR / "base.yaml")
+    origins = ["conf/base.yaml"]
+    if env:
+        env_path = Path(env)
+        if not env_path.suffix:
+            env_path = CONF_DIR / f"{env}.yaml"
+        _merge(data, _read_yaml(env_path), str(env_path))
+        origins.append(str(env_path))
+    for item in overrides:
+        _merge(data, _override_to_layer(item), f"--set {item}")
+        origins.append(f"--set {item}")
+    _resolve_paths(data)
+    return Config(data=data, origin=" + ".join(origins))

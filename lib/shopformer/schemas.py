@@ -1,0 +1,93 @@
+"""Schemas of the tables this project writes: the contract in ../shared/SPEC.md, in code."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql.types import (
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
+
+# bronze.events: one row per accepted source event. ``ingest_date`` is the landing date the row came in
+# with (the run date of the ingest job); replacing (source, ingest_date) makes reruns idempotent.
+BRONZE_EVENTS = StructType(
+    [
+        StructField("event_id", StringType(), False),
+        StructField("source", StringType(), False),
+        StructField("user_id", StringType(), False),
+        StructField("event_time", TimestampType(), False),
+        StructField("event_date", DateType(), False),
+        StructField("event_type", StringType(), False),
+        StructField("item_id", StringType(), False),
+        StructField("category", StringType(), True),
+        StructField("brand", StringType(), True),
+        StructField("price", DoubleType(), True),
+        StructField("quantity", IntegerType(), False),
+        StructField("source_session_id", StringType(), True),
+        StructField("item_title", StringType(), True),
+        StructField("ingest_date", DateType(), False),
+        StructField("ingest_run_id", StringType(), False),
+    ]
+)
+
+# bronze.events_rejected: every source row not accepted, raw record kept as JSON (or the raw CSV line).
+BRONZE_REJECTED = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("source_file", StringType(), True),
+        StructField("raw_record", StringType(), True),
+        StructField("reason", StringType(), False),
+        StructField("ingest_date", DateType(), False),
+        StructField("ingest_run_id", StringType(), False),
+    ]
+)
+
+# silver.events: bronze events annotated with their session.
+SILVER_EVENTS = StructType(
+    [
+        *[f for f in BRONZE_EVENTS.fields if f.name not in ("ingest_date", "ingest_run_id")],
+        StructField("session_id", StringType(), False),
+        StructField("session_start", TimestampType(), False),
+        StructField("sessionize_run_id", StringType(), False),
+    ]
+)
+
+# silver.sessions: one row per session, partitioned by the date the session started.
+SILVER_SESSIONS = StructType(
+    [
+        StructField("session_id", StringType(), False),
+        StructField("source", StringType(), False),
+        StructField("user_id", StringType(), False),
+        StructField("session_start", TimestampType(), False),
+        StructField("session_end", TimestampType(), False),
+        StructField("session_date", DateType(), False),
+        StructField("duration_s", LongType(), False),
+        StructField("n_events", LongType(), False),
+        StructField("n_views", LongType(), False),
+        StructField("n_carts", LongType(), False),
+        StructField("n_removes", LongType(), False),
+        StructField("n_purchases", LongType(), False),
+        StructField("n_items", LongType(), False),
+        StructField("revenue", DoubleType(), False),
+        StructField("sessionize_run_id", StringType(), False),
+    ]
+)
+
+
+def require_columns(df: DataFrame, columns: list[str] | tuple[str, ...], where: str) -> None:
+    """Fail early, naming the missing columns, instead of deep inside a query plan."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where}: missing required column(s) {missing}; have {df.columns}")
+
+
+def names(schema: StructType) -> list[str]:
+    return [f.name for f in schema.fields]

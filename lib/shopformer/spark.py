@@ -1,0 +1,49 @@
+"""Build the SparkSession from configuration: Delta enabled, UTC, Python workers pinned to this interpreter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from shopformer.config import Config
+
+log = logging.getLogger(__name__)
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def build_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
+    """Return a session for ``cfg``; reuses an active session so tests and notebooks share one JVM."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    # Workers must run this interpreter: otherwise pandas UDFs meet other library versions (stack fact 4).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name or str(cfg.get("spark.app_name")))
+    master = cfg.get("spark.master", None)
+    if master:
+        builder = builder.master(str(master))
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.pyspark.python": sys.executable,
+        **({} if not cfg.get("spark.delta") else DELTA_CONF),
+        **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.section("spark.conf").items()},
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    if cfg.get("spark.delta"):
+        # Adds io.delta:delta-spark_<scala> matching the installed delta-spark to spark.jars.packages.
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(str(cfg.get("spark.log_level", "WARN")))
+    log.info("spark %s up (master=%s)", spark.version, spark.sparkContext.master)
+    return spark

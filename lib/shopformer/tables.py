@@ -1,0 +1,121 @@
+"""The one module that writes tables. Every write is a single atomic Delta commit over one partition
+(or one contiguous partition range of a backfill), so re-running a date replaces, never duplicates."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+log = logging.getLogger(__name__)
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read(spark: SparkSession, path: str, schema: StructType | None = None) -> DataFrame:
+    """Read a Delta table; an absent table reads as empty with ``schema`` when one is given."""
+    if not exists(spark, path):
+        if schema is None:
+            raise FileNotFoundError(f"no Delta table at {path}")
+        return spark.createDataFrame([], schema)
+    return spark.read.format("delta").load(path)
+
+
+def _conform(df: DataFrame, schema: StructType) -> DataFrame:
+    """Order and cast columns to the table schema; extra columns are a programming error."""
+    extra = set(df.columns) - {f.name for f in schema.fields}
+    if extra:
+        raise ValueError(f"columns {sorted(extra)} are not in the table schema")
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+def replace_where(
+    df: DataFrame,
+    path: str,
+    *,
+    predicate: str,
+    schema: StructType,
+    partition_by: Sequence[str],
+    run_id: str,
+) -> None:
+    """Atomically replace the rows matching ``predicate`` (a partition or a run's slice) with ``df``.
+
+    Delta checks that every written row satisfies the predicate, so a bug cannot spill into
+    other partitions. The run id lands in the commit's userMetadata for lineage.
+    """
+    log.info("writing %s where %s", path, predicate)
+    (
+        _conform(df, schema)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .option("userMetadata", run_id)
+        .partitionBy(*partition_by)
+        .save(path)
+    )
+
+
+def merge_upsert(
+    df: DataFrame,
+    path: str,
+    *,
+    keys: Sequence[str],
+    schema: StructType,
+    partition_by: Sequence[str],
+    target_filter: str,
+    delete_unmatched_where: str | None,
+    run_id: str,
+) -> None:
+    """MERGE ``df`` into the table on ``keys``: update matches, insert new rows, and delete target rows
+    in ``delete_unmatched_where`` that the source no longer has. ``target_filter`` limits the target rows
+    considered (partition pruning). Creates the table on first use."""
+    spark = df.sparkSession
+    data = _conform(df, schema)
+    if not exists(spark, path):
+        spark.createDataFrame([], schema).write.format("delta").partitionBy(*partition_by).save(path)
+    cond = " AND ".join([f"t.{k} = s.{k}" for k in keys] + [f"({target_filter.replace('{t}', 't')})"])
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
+    try:
+        merge = (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(data.alias("s"), cond)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+        )
+        if delete_unmatched_where:
+            merge = merge.whenNotMatchedBySourceDelete(delete_unmatched_where.replace("{t}", "t"))
+        log.info("merging into %s on %s", path, keys)
+        merge.execute()
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+
+
+def overwrite(df: DataFrame, path: str, *, schema: StructType, run_id: str) -> None:
+    """Replace a whole small table atomically (reference data such as a synthetic shop's ground truth)."""
+    log.info("overwriting %s", path)
+    (
+        _conform(df, schema)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .option("userMetadata", run_id)
+        .save(path)
+    )
+
+
+def write_landing_files(df: DataFrame, path: str, *, fmt: str, partition_by: Sequence[str]) -> None:
+    """Write raw files the way an upstream system lands them (CSV with header, or Parquet), one folder per
+    landing date. Only the synthetic shop and tests produce raw files; production reads them."""
+    if fmt not in ("csv", "parquet", "json"):
+        raise ValueError(f"unsupported landing format {fmt!r}")
+    writer = df.write.mode("overwrite").partitionBy(*partition_by)
+    if fmt == "csv":
+        writer = writer.option("header", "true")
+    writer.format(fmt).save(path)

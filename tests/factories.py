@@ -1,0 +1,45 @@
+"""Tiny inline rows for tests, with explicit schemas."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from pyspark.sql import DataFrame, SparkSession
+
+from shopformer.schemas import BRONZE_EVENTS
+
+
+def ts(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def expected_session_id(source: str, user_id: str, start: str) -> str:
+    """Independent re-implementation of the session id (sha256 of source, user, start micros)."""
+    micros = int(ts(start).replace(tzinfo=dt.UTC).timestamp() * 1_000_000)
+    return hashlib.sha256(f"{source}\x01{user_id}\x01{micros}".encode()).hexdigest()[:32]
+
+
+def bronze(spark: SparkSession, rows: list[tuple], source: str = "shop") -> DataFrame:
+    """Rows of (event_id, user_id, event_time, event_type, item_id, price, ingest_date) as bronze.events."""
+    full = [
+        (
+            eid,
+            source,
+            user,
+            ts(when),
+            ts(when).date(),
+            etype,
+            item,
+            None,
+            None,
+            price,
+            1,
+            None,
+            None,
+            dt.date.fromisoformat(ingested),
+            f"test:{ingested}",
+        )
+        for eid, user, when, etype, item, price, ingested in rows
+    ]
+    return spark.createDataFrame(full, BRONZE_EVENTS)

@@ -7,12 +7,12 @@ from shopformer.errors import ConfigError
 
 
 def test_unknown_override_key_is_named() -> None:
-    with pytest.raises(ConfigError, match="unknown config key 'sessionize.gap_minutez'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'sessionize\.gap_minutez'"):
         load_config("local", ["sessionize.gap_minutez=10"])
 
 
 def test_env_file_missing_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 
@@ -28,7 +28,7 @@ def test_layers_override_in_order_and_paths_resolve(tmp_path: Path) -> None:
 
 
 def test_missing_key_is_named() -> None:
-    with pytest.raises(ConfigError, match="missing config key 'sessionize.nothing'"):
+    with pytest.raises(ConfigError, match=r"missing config key 'sessionize\.nothing'"):
         load_config("local").get("sessionize.nothing")
 
 

@@ -36,10 +36,10 @@ class JobArgs:
 def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser that already knows the common options; jobs add their own."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--conf", default="local", help="environment file: a name in conf/ or a path (default local)")
+    p.add_argument("--conf", default="local", help="environment: a name in conf/ or a YAML path")
     p.add_argument("--run-date", type=_date, required=True, help="logical run date (Airflow's), YYYY-MM-DD")
-    p.add_argument("--end-date", type=_date, help="last date of a backfill range (inclusive); default run-date")
-    p.add_argument("--run-id", help="lineage id stored in written rows; default <job>:<run-date>[:<end-date>]")
+    p.add_argument("--end-date", type=_date, help="last date of a range (inclusive)")
+    p.add_argument("--run-id", help="lineage id stored in written rows")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return p
 

@@ -1,4 +1,4 @@
-"""Build the SparkSession from configuration: Delta enabled, UTC, Python workers pinned to this interpreter."""
+"""Build the SparkSession from config: Delta enabled, UTC, Python workers pinned to this interpreter."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ DELTA_CONF = {
 }
 
 
+def _conf_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def build_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     """Return a session for ``cfg``; reuses an active session so tests and notebooks share one JVM."""
     active = SparkSession.getActiveSession()
@@ -34,7 +38,7 @@ def build_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         "spark.sql.session.timeZone": "UTC",
         "spark.pyspark.python": sys.executable,
         **({} if not cfg.get("spark.delta") else DELTA_CONF),
-        **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.section("spark.conf").items()},
+        **{k: _conf_value(v) for k, v in cfg.section("spark.conf").items()},
     }
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -8,15 +8,11 @@ ends the day before it). Signals are documented in docs/synthetic_shop.md.
 
 from __future__ import annotations
 
-import logging
-
 from pyspark.sql import functions as F
 
 from shopformer import cli, synthetic, tables
 from shopformer.spark import build_spark
 from shopformer.synthetic_catalog import ITEMS, item_catalog
-
-log = logging.getLogger("shopformer.jobs.generate_shop")
 
 
 def main() -> None:
@@ -49,9 +45,10 @@ def main() -> None:
             for t in ("view", "cart", "remove_from_cart", "purchase")
         ],
     ).first()
-    log.info(
-        "GENERATE_SHOP start=%s days=%d users=%d items=%d out=%s %s",
-        shop.start_date, shop.days, shop.users, shop.items, out, counts.asDict() if counts else {},
+    cli.emit(
+        "GENERATE_SHOP",
+        {"start": shop.start_date, "days": shop.days, "users": shop.users, "items": shop.items,
+         "out": out, **(counts.asDict() if counts else {})},
     )  # fmt: skip
 
 

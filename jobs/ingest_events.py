@@ -2,30 +2,13 @@
 
 Reads each landing date's folder through the source mapping ``sources.<--source or ingest.source>``,
 rejects bad rows with a reason code, collapses duplicates, writes both tables atomically per
-(source, landing date) and prints the reconciled counts as one JSON line on stdout.
+(source, landing date) and prints the reconciled counts as one ``INGEST {json}`` line on stdout.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
-
 from shopformer import cli, ingest_run
 from shopformer.spark import build_spark
-
-
-def _summary_logger() -> logging.Logger:
-    """A logger whose records are bare JSON lines on stdout (machine-readable, e.g. for Airflow XCom)."""
-    out = logging.getLogger("shopformer.jobs.ingest_events.summary")
-    for old in list(out.handlers):  # bind to the current sys.stdout (it differs under test capture)
-        out.removeHandler(old)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    out.addHandler(handler)
-    out.setLevel(logging.INFO)
-    out.propagate = False
-    return out
 
 
 def main() -> None:
@@ -44,7 +27,7 @@ def main() -> None:
         run_id=args.run_id,
         input_path=args.ns.input,
     )
-    _summary_logger().info(json.dumps(report.as_dict(), sort_keys=True))
+    cli.emit("INGEST", report.as_dict())
 
 
 if __name__ == "__main__":

@@ -7,14 +7,10 @@ a full recompute. --full recomputes everything ingested up to --end-date.
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import asdict
 
 from shopformer import cli, sessionize_run
 from shopformer.spark import build_spark
-
-log = logging.getLogger("shopformer.jobs.sessionize")
 
 
 def main() -> None:
@@ -25,7 +21,7 @@ def main() -> None:
     report = sessionize_run.run(
         spark, args.cfg, start=args.run_date, end=args.end_date, run_id=args.run_id, full=args.ns.full
     )
-    log.info("SESSIONIZE %s", json.dumps(asdict(report)))
+    cli.emit("SESSIONIZE", asdict(report))
 
 
 if __name__ == "__main__":

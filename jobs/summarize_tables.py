@@ -5,15 +5,10 @@ A read-only job: the demo ends with it, and operators run it to eyeball a night'
 
 from __future__ import annotations
 
-import json
-import logging
-
 from pyspark.sql import functions as F
 
 from shopformer import cli, tables
 from shopformer.spark import build_spark
-
-log = logging.getLogger("shopformer.jobs.summarize_tables")
 
 
 def main() -> None:
@@ -38,7 +33,7 @@ def main() -> None:
             F.count_distinct("user_id").alias("users"),
         )
         summary.update(s.first().asDict())
-    log.info("SUMMARY %s", json.dumps(summary, default=str))
+    cli.emit("SUMMARY", summary)
 
 
 if __name__ == "__main__":

@@ -152,8 +152,9 @@ def test_the_job_prints_one_json_summary_line(
     ]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(Path(__file__).parents[1] / "jobs" / "ingest_events.py"))["main"]()
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    summary = json.loads(lines[-1])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("INGEST {")]
+    assert len(lines) == 1
+    summary = json.loads(lines[0].removeprefix("INGEST "))
     assert summary["read"] == summary["accepted"] + summary["duplicates"] + summary["rejected"] == 6
     assert summary["run_id"] == "ingest_events:2024-01-01"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -66,3 +67,20 @@ def run_job(main: Callable[[], None]) -> None:
     except ShopformerError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         sys.exit(1)
+
+
+def emit(tag: str, summary: dict[str, object]) -> None:
+    """Print a job's result as one ``TAG {json}`` line on stdout, apart from the logs on stderr.
+
+    Operators read it at the end of a run and Airflow can push it to XCom; it is the only thing a job
+    writes to stdout, so Spark's progress bars on stderr never garble it.
+    """
+    out = logging.getLogger(f"shopformer.summary.{tag.lower()}")
+    for old in list(out.handlers):  # bind to the current sys.stdout (it differs under test capture)
+        out.removeHandler(old)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    out.addHandler(handler)
+    out.setLevel(logging.INFO)
+    out.propagate = False
+    out.info("%s %s", tag, json.dumps(summary, sort_keys=True, default=str))

@@ -18,13 +18,25 @@ def exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
-def read(spark: SparkSession, path: str, schema: StructType | None = None) -> DataFrame:
-    """Read a Delta table; an absent table reads as empty with ``schema`` when one is given."""
+def version(spark: SparkSession, path: str) -> int:
+    """The table's latest commit version (lineage for models and audits; -1 when absent)."""
+    if not exists(spark, path):
+        return -1
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def read(
+    spark: SparkSession, path: str, schema: StructType | None = None, *, as_of: int | None = None
+) -> DataFrame:
+    """Read a Delta table (at version ``as_of``: time travel); absent reads as empty ``schema`` if given."""
     if not exists(spark, path):
         if schema is None:
             raise FileNotFoundError(f"no Delta table at {path}")
         return spark.createDataFrame([], schema)
-    return spark.read.format("delta").load(path)
+    reader = spark.read.format("delta")
+    if as_of is not None:
+        reader = reader.option("versionAsOf", as_of)
+    return reader.load(path)
 
 
 def _conform(df: DataFrame, schema: StructType) -> DataFrame:

@@ -43,3 +43,18 @@ def bronze(spark: SparkSession, rows: list[tuple], source: str = "shop") -> Data
         for eid, user, when, etype, item, price, ingested in rows
     ]
     return spark.createDataFrame(full, BRONZE_EVENTS)
+
+
+def catalog_events(spark: SparkSession, rows: list[tuple], source: str = "shop") -> DataFrame:
+    """Rows of (user_id, event_time, event_type, item_id, price[, category]) as bronze.events; the brand
+    is the item's first letter, the event id is the row's position (unique, stable)."""
+    full = []
+    for n, row in enumerate(rows):
+        user, when, etype, item, price, *rest = row
+        category = rest[0] if rest else f"cat-{item[0]}"
+        t = ts(when)
+        full.append(
+            (f"e{n:05d}", source, user, t, t.date(), etype, item, category, item[0], price, 1, None, None,
+             t.date(), "test")
+        )  # fmt: skip
+    return spark.createDataFrame(full, BRONZE_EVENTS)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql.types import (
+    ArrayType,
     DateType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     StringType,
@@ -82,6 +84,19 @@ SILVER_SESSIONS = StructType(
 )
 
 
+# gold.vocabularies: token -> id per kind (item | category | brand), one partition per vocab_version.
+GOLD_VOCABULARIES = StructType(
+    [
+        StructField("vocab_version", StringType(), False),
+        StructField("kind", StringType(), False),
+        StructField("token", StringType(), False),
+        StructField("id", IntegerType(), False),
+        StructField("count", LongType(), False),
+        StructField("hash_buckets", IntegerType(), False),
+    ]
+)
+
+
 def require_columns(df: DataFrame, columns: list[str] | tuple[str, ...], where: str) -> None:
     """Fail early, naming the missing columns, instead of deep inside a query plan."""
     missing = [c for c in columns if c not in df.columns]
@@ -91,3 +106,21 @@ def require_columns(df: DataFrame, columns: list[str] | tuple[str, ...], where: 
 
 def names(schema: StructType) -> list[str]:
     return [f.name for f in schema.fields]
+
+
+# gold.item_embeddings: one row per (source, item_id), the text-encoder vector of the item's latest text.
+# Partitioned by source (not by date): it is current state per item, upserted in place, and readers
+# (and the MERGE) go one catalog at a time. text_hash + model_name say whether a row is still fresh.
+GOLD_ITEM_EMBEDDINGS = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("item_id", StringType(), False),
+        StructField("text", StringType(), False),
+        StructField("text_hash", StringType(), False),
+        StructField("embedding", ArrayType(FloatType()), False),
+        StructField("model_name", StringType(), False),
+        StructField("dim", IntegerType(), False),
+        StructField("embed_run_id", StringType(), False),
+        StructField("embedded_on", DateType(), False),
+    ]
+)

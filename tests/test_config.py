@@ -36,3 +36,11 @@ def test_cluster_example_keeps_object_store_paths() -> None:
     cfg = load_config("cluster")
     assert cfg.table("silver_sessions") == "s3a://my-bucket/shopformer/warehouse/silver/sessions"
     assert cfg.get("spark.master") is None
+
+
+def test_an_override_of_a_spark_setting_keeps_its_dotted_key_whole() -> None:
+    cfg = load_config("local", ["spark.conf.spark.sql.shuffle.partitions=2", "spark.master=local[2]"])
+    conf = cfg.section("spark.conf")
+    assert conf["spark.sql.shuffle.partitions"] == 2
+    assert "spark" not in conf
+    assert cfg.get("spark.master") == "local[2]"

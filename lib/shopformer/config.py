@@ -20,6 +20,7 @@ from shopformer.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 OPEN_SECTIONS = ("spark.conf", "sources", "synthetic.categories")
+FLAT_KEY_SECTIONS = ("spark.conf",)  # children are single keys that contain dots
 _MISSING = object()
 
 
@@ -58,7 +59,10 @@ def _override_to_layer(item: str) -> dict[str, Any]:
     value = yaml.safe_load(raw) if raw else ""
     layer: dict[str, Any] = {}
     node = layer
-    parts = dotted.strip().split(".")
+    dotted = dotted.strip()
+    flat = next((f for f in FLAT_KEY_SECTIONS if dotted.startswith(f + ".")), None)
+    # Spark's own keys contain dots: spark.conf.spark.sql.shuffle.partitions is one key under spark.conf.
+    parts = [*flat.split("."), dotted[len(flat) + 1 :]] if flat else dotted.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value

@@ -16,7 +16,9 @@ def main() -> None:
     cfg = args.cfg
     spark = build_spark(cfg, "summarize_tables")
     summary: dict[str, object] = {}
-    for name in ("bronze_events", "bronze_events_rejected", "silver_events", "silver_sessions"):
+    names = ("bronze_events", "bronze_events_rejected", "silver_events", "silver_sessions",
+             "gold_user_snapshots", "gold_item_embeddings")  # fmt: skip
+    for name in names:
         path = cfg.table(name)
         summary[name] = tables.read(spark, path).count() if tables.exists(spark, path) else None
     if summary["bronze_events"]:
@@ -33,6 +35,19 @@ def main() -> None:
             F.count_distinct("user_id").alias("users"),
         )
         summary.update(s.first().asDict())
+    if summary["gold_user_snapshots"]:
+        snaps = (
+            tables.read(spark, cfg.table("gold_user_snapshots"))
+            .groupBy("as_of_date")
+            .agg(
+                F.count(F.lit(1)).alias("users"),
+                F.round(F.avg("label_propensity"), 4).alias("propensity_rate"),
+            )
+        )
+        summary["snapshots_by_as_of_date"] = {
+            str(r["as_of_date"]): [r["users"], r["propensity_rate"]]
+            for r in snaps.orderBy("as_of_date").collect()
+        }
     cli.emit("SUMMARY", summary)
 
 

@@ -60,7 +60,22 @@ def table(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
     return tables.read(spark, cfg.table(name))
 
 
-TABLES = ("bronze_events", "bronze_events_rejected", "silver_events", "silver_sessions")
+SNAPSHOT_ARGS = (
+    "--run-date",
+    "2024-03-02",
+    "--end-date",
+    LAST_LANDING,
+    "--build-vocab",
+    "--set",
+    "snapshots.every_days=1",
+)
+TABLES = (
+    "bronze_events",
+    "bronze_events_rejected",
+    "silver_events",
+    "silver_sessions",
+    "gold_user_snapshots",
+)
 
 
 def counts_by(df: DataFrame, col: str) -> dict[str, int]:
@@ -78,6 +93,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out["sessionize_range"] = summary(run_job(root, "sessionize", *range_args), "SESSIONIZE")
     out["ingest_last"] = summary(run_job(root, "ingest_events", "--run-date", LAST_LANDING), "INGEST")
     out["sessionize_last"] = summary(run_job(root, "sessionize", "--run-date", LAST_LANDING), "SESSIONIZE")
+    out["snapshots"] = summary(run_job(root, "build_snapshots", *SNAPSHOT_ARGS), "SNAPSHOTS")
     return out
 
 
@@ -130,6 +146,10 @@ def test_rerunning_the_last_night_changes_nothing(
     before = {n: tables.version(spark, e2e_cfg.table(n)) for n in TABLES}
     again = summary(run_job(pipeline["root"], "ingest_events", "--run-date", LAST_LANDING), "INGEST")
     summary(run_job(pipeline["root"], "sessionize", "--run-date", LAST_LANDING), "SESSIONIZE")
+    assert (
+        summary(run_job(pipeline["root"], "build_snapshots", *SNAPSHOT_ARGS), "SNAPSHOTS")
+        == pipeline["snapshots"]
+    )
     assert again == pipeline["ingest_last"]
     for name, v in before.items():
         old = tables.read(spark, e2e_cfg.table(name), as_of=v)
@@ -147,3 +167,20 @@ def test_a_night_without_landing_files_fails_before_writing(
     assert "date=2024-03-09" in done.stderr
     assert done.stdout.strip() == ""
     assert tables.version(spark, path) == version
+
+
+def test_snapshots_cover_every_user_active_before_each_as_of_date(
+    spark: SparkSession, pipeline: dict, e2e_cfg: Config
+) -> None:
+    snaps = table(spark, e2e_cfg, "gold_user_snapshots")
+    report = pipeline["snapshots"]
+    assert report["rows"] == snaps.count() > 0
+    assert report["as_of_dates"] == ["2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
+    events = table(spark, e2e_cfg, "silver_events")
+    for day in report["as_of_dates"]:
+        before = events.where(F.col("event_time") < F.lit(day).cast("timestamp"))
+        users = before.select("source", "user_id").distinct()
+        assertDataFrameEqual(snaps.where(F.col("as_of_date") == day).select("source", "user_id"), users)
+    # Propensity needs 7 complete days after T: none of these dates has them yet.
+    assert report["rows_with_propensity_label"] == 0
+    assert snaps.where(F.col("seq_len") < 1).count() == 0

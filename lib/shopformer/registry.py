@@ -1,0 +1,82 @@
+"""MLflow: the model as a pyfunc (checkpoint + calibrators + vocabulary inside), registration, champion gate.
+
+The pyfunc wraps our own checkpoint file instead of mlflow.pytorch's default ``pt2`` export, which cannot
+take the model's dict inputs (../shared/stack/README.md). Scoring loads ``models:/<name>@champion`` once per
+executor. The gate re-scores the current champion on *this* run's holdout, so the comparison is fair
+even when the data moved on since the champion was trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+class ShopformerPyfunc(mlflow.pyfunc.PythonModel):
+    """Scores snapshot rows: propensity, churn (calibrated), price_elasticity."""
+
+    def load_context(self, context: Any) -> None:
+        from shopformer.model import load_checkpoint
+
+        self.model, self.config, self.extra = load_checkpoint(context.artifacts["checkpoint"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from shopformer.inference import predict_frame
+
+        got = predict_frame(self.model, model_input, calibrators=self.extra.get("calibrators"))
+        return pd.DataFrame({k: got[k] for k in ("propensity", "churn", "price_elasticity")})
+
+
+def log_model(checkpoint: str, registered_name: str) -> str:
+    """Log the checkpoint as a pyfunc in the active run and register it; returns the new version."""
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=ShopformerPyfunc(),
+        artifacts={"checkpoint": checkpoint},
+        registered_model_name=registered_name,
+        pip_requirements=["shopformer"],  # the project's own locked environment runs it
+    )
+    return str(info.registered_model_version)
+
+
+def champion_checkpoint(name: str, dst: str) -> tuple[str, str] | None:
+    """(version, local checkpoint path) of the current champion, or None when there is none."""
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    path = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=dst)
+    return str(mv.version), f"{path}/artifacts/{_checkpoint_file(path)}"
+
+
+def _checkpoint_file(model_dir: str) -> str:
+    from pathlib import Path
+
+    files = sorted(p.name for p in (Path(model_dir) / "artifacts").iterdir())
+    return files[0]
+
+
+def gate(
+    new: Mapping[str, float], old: Mapping[str, float] | None, *, metrics: Sequence[str], min_delta: float
+) -> tuple[bool, str]:
+    """Promote only when every gate metric of ``new`` beats ``old`` by at least ``min_delta``."""
+    if old is None:
+        return True, "no champion yet: the new model becomes champion"
+    worse = [m for m in metrics if not new.get(m, float("-inf")) >= old.get(m, float("-inf")) + min_delta]
+    if worse:
+        detail = ", ".join(f"{m}: new {new.get(m):.4f} vs champion {old.get(m):.4f}" for m in worse)
+        return False, f"kept the champion: the new model does not beat it on {detail}"
+    return True, "promoted: " + ", ".join(f"{m} {old.get(m):.4f} -> {new.get(m):.4f}" for m in metrics)
+
+
+def promote(name: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(name, CHAMPION, version)

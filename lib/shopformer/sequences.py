@@ -21,7 +21,7 @@ REQUIRED = (
     "source", "user_id", "event_id", "event_time", "event_date", "event_type",
     "item_idx", "category_idx", "brand_idx", "rel_price",
 )  # fmt: skip
-# Output arrays: name -> (element type, how a kept event's value is computed from struct e and T).
+# The per-position arrays of a snapshot row, in table order (docs/snapshots.md says what each holds).
 SEQ_COLUMNS = (
     "seq_item", "seq_category", "seq_brand", "seq_event_type", "seq_rel_price",
     "seq_log_gap", "seq_log_age", "seq_hour", "seq_dow",

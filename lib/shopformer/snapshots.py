@@ -55,7 +55,7 @@ def price_labels(
     h, extra_days = s.price_horizon_days, -(-s.price_conversion_hours // 24)
     dates = [d for d in sorted(set(as_of_dates)) if d + dt.timedelta(days=h + extra_days) <= label_cutoff]
     if not dates:
-        return events.sparkSession.createDataFrame([], _price_schema(s.price_max_views, with_keys=True))
+        return events.sparkSession.createDataFrame([], _price_schema(with_keys=True))
     spark = events.sparkSession
     views = events.where((F.col("event_type") == "view") & F.col("rel_price").isNotNull())
     bought = _converted(views, events.where(F.col("event_type") == "purchase"), s.price_conversion_hours)
@@ -113,9 +113,8 @@ def _price_arrays(v: Column, m: int) -> list[Column]:
     ]
 
 
-def _price_schema(m: int, *, with_keys: bool) -> StructType:
+def _price_schema(*, with_keys: bool) -> StructType:
     keys = "source string, user_id string, as_of_date date, " if with_keys else ""
-    del m  # fixed length is a content property, not a type one
     return StructType.fromDDL(
         keys
         + "price_n_views int, price_item array<int>, price_rel_price array<float>, price_bought array<int>"
@@ -132,7 +131,7 @@ def snapshot_schema(windows_days: Sequence[int]) -> StructType:
     ddl += [f"{c} array<{'float' if c in FLOAT_SEQS else 'int'}>" for c in SEQ_COLUMNS]
     ddl += [f"{c} {'int' if c in ints else 'double'}" for c in feature_names(windows_days)]
     ddl += ["seq_distinct_categories int", "label_propensity int", "label_churn int"]
-    ddl += [f"{f.name} {f.dataType.simpleString()}" for f in _price_schema(0, with_keys=False).fields]
+    ddl += [f"{f.name} {f.dataType.simpleString()}" for f in _price_schema(with_keys=False).fields]
     ddl += ["propensity_horizon_days int", "churn_horizon_days int", "vocab_version string not null"]
     ddl += ["snapshot_run_id string not null"]
     return StructType.fromDDL(", ".join(ddl))

@@ -25,6 +25,7 @@ import logging
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,7 @@ PYTHON = sys.executable
 # users -> events: the shop makes ~0.47 events per generated user per day (docs/synthetic_shop.md).
 PRESETS: dict[str, tuple[int, int]] = {"1m": (36_000, 1), "10m": (360_000, 2)}  # users, files_per_day
 SPARK_UP = re.compile(r"spark \S+ up \(master=")
+JOB_LOG = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO (shopformer\S*: .*)")  # the jobs' own progress lines
 SAMPLE_S = 0.2
 
 
@@ -57,7 +59,9 @@ class Step:
     rc: int = 0
     wall_s: float = 0.0
     spark_up_s: float | None = None  # process start -> the job's "spark ... up" log line (JVM + session)
-    peak_rss_gb: float = 0.0
+    peak_rss_gb: float = 0.0  # root + descendants that have exec'd (see RssSampler)
+    peak_rss_naive_gb: float = 0.0  # every descendant, also those caught between spawn and exec
+    peak_rss_parts_gb: dict[str, float] = field(default_factory=dict)  # per process at the peak
     peak_procs: int = 0
     loadavg_start: tuple[float, ...] = ()
     loadavg_end: tuple[float, ...] = ()
@@ -65,38 +69,62 @@ class Step:
     own_cpu_s: float = 0.0  # CPU seconds of the step's process tree (sampled)
     foreign_cpu_share: float = 0.0  # share of all cores used by other processes during the step
     summary: dict[str, Any] = field(default_factory=dict)
+    # (s since start, job log line): where time goes
+    phases: list[tuple[float, str]] = field(default_factory=list)
     events: int | None = None
     events_per_s: float | None = None
     log_file: str = ""
 
 
+def _same_program(proc: psutil.Process, parent: psutil.Process | None) -> bool:
+    """True for a child that has not exec'd: same executable and arguments as its parent."""
+    if parent is None:
+        return False
+    try:
+        return proc.exe() == parent.exe() and proc.cmdline() == parent.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
 class RssSampler(threading.Thread):
-    """Peak of the summed RSS of a process and all its descendants (sampled; shared pages counted twice),
-    and their CPU seconds (last value seen per process)."""
+    """Peak of the summed RSS of a process and all its descendants, and their CPU seconds (last value seen
+    per process).
+
+    Children that have not exec'd are left out of the sum: the JVM spawns helper processes (posix_spawn;
+    Hadoop's local file system shells out without its native library), and such a child caught before its
+    ``exec`` shares the JVM's address space, so its RSS is the JVM's whole RSS a second time (seen: 8.8 GB
+    twice). PySpark's forked workers fall under the same rule (they share the daemon's pages; these jobs
+    run no Python UDFs). ``peak_naive_bytes`` keeps the unfiltered sum for comparison.
+    """
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
-        self.peak_bytes = 0
-        self.peak_procs = 0
+        self.peak_bytes = self.peak_naive_bytes = self.peak_procs = 0
+        self.peak_parts: dict[str, int] = {}
         self.cpu_s: dict[int, float] = {}
         self.done = threading.Event()
 
     def sample(self) -> None:
         try:
-            procs = [self.root, *self.root.children(recursive=True)]
+            procs = {p.pid: p for p in [self.root, *self.root.children(recursive=True)]}
         except psutil.NoSuchProcess:
             return
-        total = 0
-        for proc in procs:
+        rss, naive = {}, 0
+        for proc in procs.values():
             try:
-                total += proc.memory_info().rss
-                times = proc.cpu_times()
-                self.cpu_s[proc.pid] = times.user + times.system
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                with proc.oneshot():
+                    times, mem, ppid = proc.cpu_times(), proc.memory_info().rss, proc.ppid()
+                    self.cpu_s[proc.pid] = times.user + times.system
+                    naive += mem
+                    if proc is self.root or not _same_program(proc, procs.get(ppid)):
+                        rss[f"{proc.pid} {proc.name()}"] = mem
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-        self.peak_bytes = max(self.peak_bytes, total)
-        self.peak_procs = max(self.peak_procs, len(procs))
+        if sum(rss.values()) > self.peak_bytes:
+            self.peak_bytes, self.peak_parts = sum(rss.values()), rss
+        self.peak_naive_bytes = max(self.peak_naive_bytes, naive)
+        self.peak_procs = max(self.peak_procs, len(rss))
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -123,23 +151,35 @@ def wait_until_idle(max_wait_s: float, *, busy_below: float = 0.25, window_s: fl
     return round(time.perf_counter() - t0, 1)
 
 
-def _pump(stream: IO[str], sink: IO[str], lines: list[str], t0: float, marks: dict[str, float]) -> None:
-    """Copy a child's output to the log file, keep the lines, note when Spark came up."""
+def _pump(
+    stream: IO[str], sink: IO[str], lines: list[str], t0: float, phases: list[tuple[float, str]]
+) -> None:
+    """Copy a child's output to the log file, keep the lines, note when the job logs its progress."""
     for line in stream:
         sink.write(line)
         lines.append(line.rstrip("\n"))
-        if "spark_up" not in marks and SPARK_UP.search(line):
-            marks["spark_up"] = time.perf_counter() - t0
+        progress = JOB_LOG.match(line)
+        if progress:
+            phases.append((round(time.perf_counter() - t0, 1), progress.group(1)[:160]))
 
 
-def _record(step: Step, sampler: RssSampler, busy0: float, marks: dict[str, float]) -> None:
+def _reaped_cpu_s() -> float:
+    """CPU seconds of this process's reaped children (and the descendants they reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _record(step: Step, sampler: RssSampler, busy0: float, reaped_s: float) -> None:
     """Fill the step's measurements once its process tree has exited."""
     step.loadavg_end = tuple(round(x, 2) for x in os.getloadavg())
-    step.own_cpu_s = round(sum(sampler.cpu_s.values()), 1)
+    # Sampling misses each process's last 0.2 s; rusage misses descendants nobody waited for: take the larger.
+    step.own_cpu_s = round(max(sum(sampler.cpu_s.values()), reaped_s), 1)
     foreign = busy_cpu_s() - busy0 - step.own_cpu_s
     step.foreign_cpu_share = round(max(0.0, foreign) / (step.wall_s * (os.cpu_count() or 1)), 3)
     step.peak_rss_gb, step.peak_procs = round(sampler.peak_bytes / 2**30, 3), sampler.peak_procs
-    step.spark_up_s = round(marks["spark_up"], 2) if "spark_up" in marks else None
+    step.peak_rss_naive_gb = round(sampler.peak_naive_bytes / 2**30, 3)
+    step.peak_rss_parts_gb = {k: round(v / 2**30, 3) for k, v in sampler.peak_parts.items()}
+    step.spark_up_s = next((t for t, msg in step.phases if SPARK_UP.search(msg)), None)
     log.info(
         "%s: rc=%d wall=%.1f s peak RSS=%.2f GB, others used %.0f%% of the cores",
         step.name, step.rc, step.wall_s, step.peak_rss_gb, 100 * step.foreign_cpu_share,
@@ -153,17 +193,16 @@ def run_step(name: str, cmd: list[str], log_dir: Path, max_wait_s: float) -> tup
     step.log_file = str(log_dir / f"{name}.log")
     log.info("%s: %s (load %s)", name, " ".join(cmd), step.loadavg_start)
     out_lines: list[str] = []
-    marks: dict[str, float] = {}
     env = {**os.environ, "PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON}
     with open(step.log_file, "w") as err_sink, open(log_dir / f"{name}.stdout", "w") as out_sink:
-        t0, busy0 = time.perf_counter(), busy_cpu_s()
+        t0, busy0, reaped0 = time.perf_counter(), busy_cpu_s(), _reaped_cpu_s()
         proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         sampler = RssSampler(proc.pid)
         sampler.start()
         pumps = [
-            threading.Thread(target=_pump, args=(stream, sink, lines, t0, marks), daemon=True)
+            threading.Thread(target=_pump, args=(stream, sink, lines, t0, step.phases), daemon=True)
             for stream, sink, lines in ((proc.stdout, out_sink, out_lines), (proc.stderr, err_sink, []))
         ]
         for t in pumps:
@@ -173,7 +212,7 @@ def run_step(name: str, cmd: list[str], log_dir: Path, max_wait_s: float) -> tup
         sampler.done.set()
         for t in [*pumps, sampler]:
             t.join()
-    _record(step, sampler, busy0, marks)
+    _record(step, sampler, busy0, _reaped_cpu_s() - reaped0)
     return step, out_lines
 
 

@@ -59,7 +59,7 @@ class Step:
     rc: int = 0
     wall_s: float = 0.0
     spark_up_s: float | None = None  # process start -> the job's "spark ... up" log line (JVM + session)
-    peak_rss_gb: float = 0.0  # root + descendants that have exec'd (see RssSampler)
+    peak_rss_gb: float = 0.0  # root + descendants that are not un-exec'd clones (see RssSampler)
     peak_rss_naive_gb: float = 0.0  # every descendant, also those caught between spawn and exec
     peak_rss_parts_gb: dict[str, float] = field(default_factory=dict)  # per process at the peak
     peak_procs: int = 0
@@ -76,10 +76,15 @@ class Step:
     log_file: str = ""
 
 
-def _same_program(proc: psutil.Process, parent: psutil.Process | None) -> bool:
-    """True for a child that has not exec'd: same executable and arguments as its parent."""
-    if parent is None:
+def _unexeced(proc: psutil.Process, mem: int, parent: psutil.Process | None, parent_mem: int) -> bool:
+    """A child that has not exec'd: same RSS as its parent (they share pages), or same program and args.
+
+    The RSS test comes first: the child may exec between reading its memory and its command line.
+    """
+    if parent is None or parent_mem <= 0:
         return False
+    if abs(mem - parent_mem) <= 0.02 * parent_mem:
+        return True
     try:
         return proc.exe() == parent.exe() and proc.cmdline() == parent.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -90,11 +95,12 @@ class RssSampler(threading.Thread):
     """Peak of the summed RSS of a process and all its descendants, and their CPU seconds (last value seen
     per process).
 
-    Children that have not exec'd are left out of the sum: the JVM spawns helper processes (posix_spawn;
-    Hadoop's local file system shells out without its native library), and such a child caught before its
-    ``exec`` shares the JVM's address space, so its RSS is the JVM's whole RSS a second time (seen: 8.8 GB
-    twice). PySpark's forked workers fall under the same rule (they share the daemon's pages; these jobs
-    run no Python UDFs). ``peak_naive_bytes`` keeps the unfiltered sum for comparison.
+    Children that have not exec'd are left out of the sum: the JVM spawns helper processes from task
+    threads (posix_spawn; Hadoop's local file system shells out without its native library), and such a
+    child caught before its ``exec`` shares the JVM's address space, so its RSS is the JVM's whole RSS a
+    second time (seen: 8.75 GB twice, as a process named after the thread, "Executor task launch worker").
+    PySpark's forked workers fall under the same rule (they share the daemon's pages; these jobs run no
+    Python UDFs). ``peak_naive_bytes`` keeps the unfiltered sum for comparison.
     """
 
     def __init__(self, pid: int) -> None:
@@ -110,20 +116,24 @@ class RssSampler(threading.Thread):
             procs = {p.pid: p for p in [self.root, *self.root.children(recursive=True)]}
         except psutil.NoSuchProcess:
             return
-        rss, naive = {}, 0
+        info: dict[int, tuple[int, int, str]] = {}  # pid -> (rss, ppid, name)
         for proc in procs.values():
             try:
                 with proc.oneshot():
-                    times, mem, ppid = proc.cpu_times(), proc.memory_info().rss, proc.ppid()
+                    times = proc.cpu_times()
                     self.cpu_s[proc.pid] = times.user + times.system
-                    naive += mem
-                    if proc is self.root or not _same_program(proc, procs.get(ppid)):
-                        rss[f"{proc.pid} {proc.name()}"] = mem
+                    info[proc.pid] = (proc.memory_info().rss, proc.ppid(), proc.name())
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
+        rss = {
+            f"{pid} {name}": mem
+            for pid, (mem, ppid, name) in info.items()
+            if pid == self.root.pid
+            or not _unexeced(procs[pid], mem, procs.get(ppid), info.get(ppid, (0, 0, ""))[0])
+        }
         if sum(rss.values()) > self.peak_bytes:
             self.peak_bytes, self.peak_parts = sum(rss.values()), rss
-        self.peak_naive_bytes = max(self.peak_naive_bytes, naive)
+        self.peak_naive_bytes = max(self.peak_naive_bytes, sum(m for m, _, _ in info.values()))
         self.peak_procs = max(self.peak_procs, len(rss))
 
     def run(self) -> None:

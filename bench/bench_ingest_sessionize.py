@@ -9,10 +9,13 @@ Each step runs as a subprocess exactly as a user runs it (``jobs/*.py`` with ``-
 4. ``bench/duckdb_sessionize.py``: the same sessionization as one DuckDB query on the same files
 
 Per step: wall time, events/s (events = bronze accepted count from the INGEST line), peak RSS summed over
-the process and all its descendants (Spark's JVM, Python workers), sampled every 0.2 s, and the load average
-at start and end. Counts come from the jobs' stdout lines only; no event data is loaded here.
+the process and its descendants (Spark's JVM, PySpark daemon), sampled every 0.2 s, CPU seconds of that
+tree, the load average at start and end, and the share of the cores other processes used meanwhile (the
+machine is shared; each step first waits up to --max-idle-wait for it to go quiet). Counts come from the
+jobs' stdout lines only; no event data is loaded here. See bench/README.md.
 
-    .venv/bin/python bench/bench_ingest_sessionize.py --size 1m --out bench/results/ingest_sessionize_1m.json
+    .venv/bin/python bench/bench_ingest_sessionize.py --size 1m
+    .venv/bin/python bench/bench_ingest_sessionize.py --size 10m --job-set spark.conf.spark.driver.memory=8g
 """
 
 from __future__ import annotations

@@ -141,6 +141,16 @@ def test_gbdt_without_usable_validation_still_fits(splits: tuple) -> None:
     assert not f.info["early_stopping_on_valid"] and f.calibrator.method == "identity"
 
 
+def test_gbdt_leaves_out_features_without_any_value(splits: tuple) -> None:
+    """Transactions-only sources have no views: their funnel rates are all missing."""
+    train, valid, hold = (df.assign(view_to_cart_rate=np.nan) for df in splits)
+    with threadpool_limits(limits=1):
+        f = fit_gbdt(train, valid, "propensity", max_iter=50)
+    assert "view_to_cart_rate" not in f.state["features"] and len(f.state["features"]) > 5
+    y, labelled = hold["label_propensity"], hold["label_propensity"].notna()
+    assert binary_metrics(y[labelled], predict(f, hold)[labelled.to_numpy()])["roc_auc"] > 0.7
+
+
 # --- BG/NBD ---------------------------------------------------------------------------------------
 
 

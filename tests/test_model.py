@@ -326,6 +326,53 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
         load_checkpoint(tmp_path / "other.pt")
 
 
+def test_transfer_copies_the_network_but_not_another_shops_vocabulary() -> None:
+    source = ShopformerModel(tiny(text_dim=3))
+    source.scaler.fit(np.random.default_rng(1).random((20, len(AGGS))) * 5)
+    other_shop = ShopformerModel(
+        tiny(text_dim=3, aggregate_names=AGGS[:3])
+    )  # same vocab sizes, fewer features
+    copied, skipped = other_shop.transfer_from(source.state_dict(), same_vocab=False)
+    torch.testing.assert_close(
+        other_shop.backbone.h[0].attn.c_attn.weight, source.backbone.h[0].attn.c_attn.weight
+    )
+    torch.testing.assert_close(other_shop.embed.text_proj.weight, source.embed.text_proj.weight)
+    torch.testing.assert_close(other_shop.churn_head.weight, source.churn_head.weight)
+    # Same shapes, other vocabulary: the item table keeps its fresh weights; the fusion MLP differs in shape.
+    assert not torch.equal(other_shop.embed.item.weight, source.embed.item.weight)
+    assert {"embed.item.weight", "item_log_q", "fusion.0.weight", "scaler.mean"} <= set(skipped)
+    assert not bool(other_shop.scaler.fitted) and "backbone.wpe.weight" in copied
+    same_shop = ShopformerModel(tiny(text_dim=3))
+    same_shop.transfer_from(source.state_dict(), same_vocab=True)
+    torch.testing.assert_close(same_shop.embed.item.weight, source.embed.item.weight)
+    torch.testing.assert_close(same_shop.fusion[0].weight, source.fusion[0].weight)
+
+
+def test_warm_start_makes_the_heads_a_logistic_regression_on_the_aggregates() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from shopformer.train_run import _warm_start_wide
+
+    rng = np.random.default_rng(5)
+    train = pd.DataFrame(rng.random((400, len(AGGS))) * 10, columns=list(AGGS))
+    train.loc[::7, "view_to_cart_rate"] = np.nan  # nulls go through the scaler's missing flags
+    train["label_propensity"] = (train["recency_days"] + rng.normal(0, 2, 400) < 5).astype(float)
+    train["label_churn"] = np.where(np.arange(400) % 3 == 0, np.nan, (train["n_events_7d"] < 3).astype(float))
+    model = ShopformerModel(tiny())
+    model.scaler.fit(train[list(AGGS)].to_numpy())
+    _warm_start_wide(model, train, list(AGGS))
+    b = random_batch(tiny(), b=len(train), n=8)
+    b["aggregates"] = torch.as_tensor(train[list(AGGS)].to_numpy(), dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        out, x = model(b), model.scaler(b["aggregates"]).numpy()
+    for task in ("propensity", "churn"):
+        y = train[f"label_{task}"].to_numpy()
+        keep = ~np.isnan(y)
+        expected = LogisticRegression(C=1.0, max_iter=2000).fit(x[keep], y[keep]).decision_function(x)
+        np.testing.assert_allclose(out[f"{task}_logit"].numpy(), expected, atol=1e-4)
+
+
 def test_config_presets_are_frozen_and_round_trip_through_json() -> None:
     sizes = {"item_vocab_size": 100, "category_vocab_size": 10, "brand_vocab_size": 10}
     dims = {

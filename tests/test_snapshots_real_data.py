@@ -14,8 +14,9 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from shopformer import ingest_run, sessionize_run, snapshots_run, tables
+from shopformer import ingest_run, sessionize_run, snapshots_run, tables, train_data
 from shopformer.config import Config, load_config
+from shopformer.vocab import first_frequent_id
 from tests.test_ingest_real_data import _xlsx_to_csv
 
 pytestmark = pytest.mark.real_data
@@ -82,3 +83,13 @@ def test_the_vocabulary_is_built_from_events_before_the_last_as_of_date(
     top = events.groupBy("item_id").count().orderBy(F.desc("count"), "item_id").first()
     first = vocab.where((F.col("kind") == "item") & (F.col("id") == 66)).first()  # 2 + 64 buckets
     assert (first["token"], first["count"]) == (top["item_id"], top["count"])
+
+
+def test_a_transactions_only_vocabulary_still_sizes_every_kind(spark: SparkSession, uci: Config) -> None:
+    """No category or brand in the source: those tables hold the reserved ids only, so a model builds."""
+    version = tables.read(spark, uci.table("gold_vocabularies")).agg(F.max("vocab_version")).first()[0]
+    sizes, counts, plain = train_data.vocabulary(spark, uci, version)
+    reserved = first_frequent_id(plain["hash_buckets"])
+    assert (sizes["category"], sizes["brand"]) == (reserved, reserved)
+    assert plain["tokens"]["category"] == plain["tokens"]["brand"] == {}
+    assert sizes["item"] == reserved + len(plain["tokens"]["item"]) == len(counts)

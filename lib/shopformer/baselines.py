@@ -115,6 +115,11 @@ def fit_gbdt(train: pd.DataFrame, valid: pd.DataFrame, task: str, *, max_iter: i
     v, yv = labelled(valid, task)
     cols = aggregate_features(train)
     on_valid = yv.size > 0 and 0 < yv.mean() < 1
+    # A feature without a single value (funnel rates of a transactions-only source) carries nothing and
+    # breaks the histogram binning: leave it out, and say so.
+    if empty := [c for c in cols if t[c].isna().all()]:
+        log.info("gbdt/%s: %d features have no values in train, left out: %s", task, len(empty), empty)
+        cols = [c for c in cols if c not in empty]
     model = HistGradientBoostingClassifier(
         learning_rate=0.05, max_iter=max_iter, max_leaf_nodes=31, l2_regularization=1.0,
         early_stopping=True, n_iter_no_change=20, scoring="loss", random_state=SEED,

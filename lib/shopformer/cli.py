@@ -61,12 +61,13 @@ def parse(p: argparse.ArgumentParser, job: str, argv: Sequence[str] | None = Non
 
 
 def run_job(main: Callable[[], None]) -> None:
-    """Run a job body; expected failures print one clear line and exit 1 (nothing has been written)."""
+    """Run a job body; expected failures print one clear line and exit 1 (nothing has been written), or
+    the error's own ``exit_code`` (3: the job ran and wrote, but a quality threshold was breached)."""
     try:
         main()
     except ShopformerError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
-        sys.exit(1)
+        sys.exit(getattr(exc, "exit_code", 1))
 
 
 def emit(tag: str, summary: dict[str, object]) -> None:

@@ -54,6 +54,7 @@ class ModelConfig:
     n_negatives: int = 256  # sampled-softmax negatives per batch, shared by all positions; 0 = full softmax
     elasticity_items: int = 5  # elasticity averages over the user's newest K real sequence events
     elasticity_prices: tuple[float, float] = (0.9, 1.1)  # relative prices of the finite difference
+    wide: bool = False  # + a linear path from the scaled aggregates to the propensity / churn logits
 
     def __post_init__(self) -> None:
         sizes = (self.item_vocab_size, self.category_vocab_size, self.brand_vocab_size)
@@ -74,7 +75,7 @@ class ModelConfig:
         if size not in PRESETS:
             raise ValueError(f"ModelConfig.preset: size must be one of {sorted(PRESETS)}, got {size!r}")
         d, layers, heads = PRESETS[size]
-        return cls(**{"d_model": d, "n_layers": layers, "n_heads": heads, **fields_})
+        return cls(**{"d_model": d, "n_layers": layers, "n_heads": heads, "wide": True, **fields_})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (tuples become lists) for checkpoints and MLflow params."""
@@ -294,6 +295,12 @@ class ShopformerModel(nn.Module):
         )
         self.fusion_norm = nn.LayerNorm(d)
         self.propensity_head, self.churn_head = nn.Linear(d, 1), nn.Linear(d, 1)
+        # Wide & deep: a logistic model on the aggregates inside the heads, starting at zero, so the deep
+        # part only has to learn what the aggregates do not already say (docs/model.md).
+        self.wide = nn.Linear(f2, 2) if c.wide and f2 else None
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)
+            nn.init.zeros_(self.wide.bias)
         self.conversion_base = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1))
         self.price_slope = nn.Linear(d, 1)
         log_q = torch.full((c.item_vocab_size,), -math.log(c.item_vocab_size - 1))
@@ -310,6 +317,24 @@ class ShopformerModel(nn.Module):
         self.embed.item_text.zero_()
         text = self.embed.item_text
         text[ids_t.to(text.device)] = vec.to(text.device, text.dtype)
+
+    def transfer_from(self, state: Mapping[str, Tensor], *, same_vocab: bool) -> tuple[list[str], list[str]]:
+        """Copy another model's weights where name and shape match: (copied, skipped) names.
+
+        Vocabulary-bound tensors (item / category / brand tables, item frequencies and text vectors) are
+        copied only under the same vocabulary version: ids of another shop mean other things. The scaler
+        stays fitted on this data. What transfers: the transformer, event-type / time / price embeddings,
+        the text projection (the shared sentence-encoder space bridges two catalogs) and the heads."""
+        vocab_bound = ("embed.item.", "embed.category.", "embed.brand.", "embed.item_text", "item_log_q")
+        own = self.state_dict()
+        take = {
+            k: v
+            for k, v in state.items()
+            if k in own and own[k].shape == v.shape and not k.startswith("scaler.")
+            and (same_vocab or not k.startswith(vocab_bound))
+        }  # fmt: skip
+        self.load_state_dict(take, strict=False)
+        return sorted(take), sorted(set(own) - set(take))
 
     def set_item_counts(self, counts: np.ndarray | Tensor, power: float = 0.75) -> None:
         """Sample negatives ~ count**power (word2vec's smoothing) instead of uniformly; counts [V]."""
@@ -332,11 +357,13 @@ class ShopformerModel(nn.Module):
         hidden, mask = self.encode(b)  # [B, N, D], [B, N]
         summary = hidden[:, -1]  # [B, D]: the newest event, always real when seq_len >= 1
         aggs = b.get("aggregates", summary.new_zeros(len(summary), 0))  # [B, F]
-        fused = self.fusion(torch.cat([summary, self.scaler(aggs)], dim=-1))  # [B, D]
+        scaled = self.scaler(aggs)  # [B, 2F]
+        fused = self.fusion(torch.cat([summary, scaled], dim=-1))  # [B, D]
         user = self.fusion_norm(summary + fused)  # [B, D]: residual keeps the sequence signal direct
         out = {"hidden": hidden, "mask": mask, "user_vector": user}
-        out["propensity_logit"] = self.propensity_head(user).squeeze(-1)  # [B]
-        out["churn_logit"] = self.churn_head(user).squeeze(-1)  # [B]
+        wide = self.wide(scaled) if self.wide is not None else user.new_zeros(len(user), 2)  # [B, 2]
+        out["propensity_logit"] = self.propensity_head(user).squeeze(-1) + wide[:, 0]  # [B]
+        out["churn_logit"] = self.churn_head(user).squeeze(-1) + wide[:, 1]  # [B]
         if "price_item" in b:
             out["conversion_logit"] = self.conversion_logit(user, b["price_item"], b["price_rel_price"])
         return out

@@ -47,15 +47,25 @@ def log_model(checkpoint: str, registered_name: str) -> str:
     return str(info.registered_model_version)
 
 
-def champion_checkpoint(name: str, dst: str) -> tuple[str, str] | None:
-    """(version, local checkpoint path) of the current champion, or None when there is none."""
+def model_checkpoint(name: str, version_or_alias: str, dst: str) -> tuple[str, str]:
+    """(version, local checkpoint path) of ``name`` at a version number or an alias such as ``champion``;
+    raises MlflowException when the registry has no such model, version or alias."""
     client = MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None
+    wanted = str(version_or_alias)
+    if wanted.isdigit():
+        mv = client.get_model_version(name, wanted)
+    else:
+        mv = client.get_model_version_by_alias(name, wanted)
     path = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=dst)
     return str(mv.version), f"{path}/artifacts/{_checkpoint_file(path)}"
+
+
+def champion_checkpoint(name: str, dst: str) -> tuple[str, str] | None:
+    """(version, local checkpoint path) of the current champion, or None when there is none."""
+    try:
+        return model_checkpoint(name, CHAMPION, dst)
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def _checkpoint_file(model_dir: str) -> str:

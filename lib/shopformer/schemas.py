@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DateType,
     DoubleType,
     FloatType,
@@ -122,5 +123,74 @@ GOLD_ITEM_EMBEDDINGS = StructType(
         StructField("dim", IntegerType(), False),
         StructField("embed_run_id", StringType(), False),
         StructField("embedded_on", DateType(), False),
+    ]
+)
+
+
+# scores.*: the nightly scoring job's output (jobs/score_users.py; docs/scoring.md). One partition per
+# as_of_date, replaced whole by a rerun; model_name / model_version / run_id say which model and run wrote
+# each row. price_elasticity and price_sensitivity_segment are null where the user's sequence has no view.
+SCORES_USER_SCORES = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("user_id", StringType(), False),
+        StructField("as_of_date", DateType(), False),
+        StructField("propensity_7d", DoubleType(), False),
+        StructField("churn_30d", DoubleType(), False),
+        StructField("price_elasticity", DoubleType(), True),
+        StructField("price_sensitivity_segment", StringType(), True),
+        StructField("model_name", StringType(), False),
+        StructField("model_version", StringType(), False),
+        StructField("run_id", StringType(), False),
+        StructField("scored_at", TimestampType(), False),
+    ]
+)
+
+SCORES_USER_EMBEDDINGS = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("user_id", StringType(), False),
+        StructField("as_of_date", DateType(), False),
+        StructField("user_vector", ArrayType(FloatType()), False),
+        StructField("model_name", StringType(), False),
+        StructField("model_version", StringType(), False),
+        StructField("run_id", StringType(), False),
+    ]
+)
+
+# One row per (user, rank): rank 1 is the most likely next item; item_id is the source's own item token.
+SCORES_USER_NEXT_ITEMS = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("user_id", StringType(), False),
+        StructField("as_of_date", DateType(), False),
+        StructField("rank", IntegerType(), False),
+        StructField("item_id", StringType(), False),
+        StructField("model_name", StringType(), False),
+        StructField("model_version", StringType(), False),
+        StructField("run_id", StringType(), False),
+    ]
+)
+
+# scores.score_quality: one row per (source, as_of_date, score, metric) (jobs/evaluate_scores.py;
+# docs/scoring.md "Score quality"). Long, not wide, so each metric carries its own threshold and breached
+# flag and "quality over time" is a WHERE on metric. value is null where the metric is undefined (note
+# says why); reference_date is the previous scored date a PSI row compares against (null otherwise).
+SCORES_SCORE_QUALITY = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("as_of_date", DateType(), False),
+        StructField("score", StringType(), False),
+        StructField("metric", StringType(), False),
+        StructField("value", DoubleType(), True),
+        StructField("threshold", DoubleType(), True),
+        StructField("breached", BooleanType(), False),
+        StructField("n", LongType(), False),
+        StructField("base_rate", DoubleType(), True),
+        StructField("reference_date", DateType(), True),
+        StructField("note", StringType(), True),
+        StructField("model_version", StringType(), False),
+        StructField("evaluated_on", DateType(), False),
+        StructField("run_id", StringType(), False),
     ]
 )

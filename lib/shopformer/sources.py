@@ -12,6 +12,7 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyspark.errors import AnalysisException
@@ -301,3 +302,17 @@ def check_expressions(raw: DataFrame, m: SourceMapping, path: str) -> None:
                     f"{path}; columns there: {have}"
                 ) from exc
             raise ConfigError(f"config key '{key}': invalid SQL {sql!r}: {first_line(exc)}") from exc
+
+
+def export_workbook(xlsx: str, folder: str) -> int:
+    """Every sheet of an Excel workbook as one CSV file in ``folder`` (how a spreadsheet delivery such as
+    UCI Online Retail lands; pandas writes floats as exported, e.g. Customer ID "12417.0"). Returns the rows.
+    Needs ``openpyxl``; the workbook is small by nature (Excel caps a sheet at 1,048,576 rows)."""
+    import pandas as pd
+
+    sheets = pd.read_excel(xlsx, sheet_name=None, engine="openpyxl")
+    pdf = pd.concat(sheets.values(), ignore_index=True)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    pdf.to_csv(out / "orders.csv", index=False)
+    return len(pdf)

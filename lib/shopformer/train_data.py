@@ -108,20 +108,24 @@ def vocab_version_of(snaps: DataFrame, dates: Sequence[dt.date]) -> str:
 
 def vocabulary(spark: SparkSession, cfg: Config, version: str) -> tuple[dict[str, int], np.ndarray, dict]:
     """(size per kind, item frequency per id for the sampled-softmax proposal, the tables as plain dicts)."""
-    from shopformer.vocab import vocab_sizes
+    from shopformer.vocab import KIND_COLUMNS, first_frequent_id, vocab_sizes
 
     vocab = tables.read(spark, cfg.table("gold_vocabularies")).where(F.col("vocab_version") == version)
     sizes = {r["kind"]: int(r["size"]) for r in vocab_sizes(vocab).collect()}
     rows = vocab.select(
         "kind", "token", "id", "count", "hash_buckets"
     ).collect()  # the vocabulary, not events
+    # A kind the source never has (no category/brand in transactions-only data) has no rows: its ids are
+    # all "missing" (1), and the table needs the reserved ids only.
+    buckets = int(rows[0]["hash_buckets"]) if rows else int(cfg.get("vocab.hash_buckets"))
+    sizes = {kind: sizes.get(kind, first_frequent_id(buckets)) for kind in KIND_COLUMNS}
     counts = np.ones(sizes.get("item", 2), dtype=np.float64)
     for r in rows:
         if r["kind"] == "item":
             counts[r["id"]] = float(r["count"])
     plain = {
         "version": version,
-        "hash_buckets": int(rows[0]["hash_buckets"]) if rows else 0,
+        "hash_buckets": buckets,
         "tokens": {
             k: {r["token"]: r["id"] for r in rows if r["kind"] == k} for k in ("item", "category", "brand")
         },

@@ -106,11 +106,55 @@ def init_model(cfg: Config, d: Data, path: str) -> None:
     )  # fmt: skip
     model = ShopformerModel(config)
     model.scaler.fit(d.pandas["train"][d.names].to_numpy(dtype=np.float64))
+    if model.wide is not None:
+        _warm_start_wide(model, d.pandas["train"], d.names)
     model.set_item_counts(d.counts)
     if d.text is not None:
         model.set_item_text(np.asarray(d.text[0]), d.text[1])
+    if source := cfg.get("train.init_from"):
+        _transfer(model, str(source), d.vocab["version"], str(Path(path).parent))
     extra = {"vocab": d.vocab, "windows_days": [int(w) for w in cfg.get("snapshots.windows_days")]}
     save_checkpoint(path, model, extra=extra)
+
+
+def _warm_start_wide(model: ShopformerModel, train: pd.DataFrame, names: list[str]) -> None:
+    """Start the heads as a logistic regression on the scaled aggregates (one per task) with the deep
+    part's contribution at zero: fine-tuning begins where the logistic baseline ends, and early stopping
+    (which also scores the starting weights) keeps it unless the sequence adds something on validation."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    with torch.no_grad():
+        x = model.scaler(torch.as_tensor(train[names].to_numpy(dtype=np.float64))).numpy()
+        for row, (task, head) in enumerate(
+            (("propensity", model.propensity_head), ("churn", model.churn_head))
+        ):
+            y = train[LABEL[task]].to_numpy(dtype=np.float64)
+            keep = ~np.isnan(y)
+            if keep.sum() < 50 or np.unique(y[keep]).size < 2:
+                log.warning("wide path of %s not warm-started: %d labelled rows", task, int(keep.sum()))
+                continue
+            fit = LogisticRegression(C=1.0, max_iter=2000).fit(x[keep], y[keep])
+            model.wide.weight[row] = torch.as_tensor(fit.coef_[0], dtype=torch.float32)
+            model.wide.bias[row] = float(fit.intercept_[0])
+            head.weight.zero_()
+            head.bias.zero_()
+
+
+def _transfer(model: ShopformerModel, source: str, vocab_version: str, tmp: str) -> None:
+    """Start from another model's weights: a checkpoint path, ``models:/<name>@<alias>`` or
+    ``models:/<name>/<version>`` (e.g. another platform's registered model)."""
+    if source.startswith("models:/"):
+        name, sep, ref = source.removeprefix("models:/").partition("@")
+        if not sep:
+            name, _, ref = name.partition("/")
+        _, source = registry.model_checkpoint(name, ref, tmp)
+    old, _, extra = load_checkpoint(source)
+    same = extra.get("vocab", {}).get("version") == vocab_version
+    copied, skipped = model.transfer_from(old.state_dict(), same_vocab=same)
+    log.info("transfer from %s (same vocabulary: %s): %d tensors copied, %d kept fresh: %s",
+             source, same, len(copied), len(skipped), skipped)  # fmt: skip
+    mlflow.log_params({"transfer_from": source, "transfer_copied": len(copied)})
 
 
 def _converter(df: DataFrame, shards: int) -> Any:
@@ -130,17 +174,22 @@ def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, o
     cache = Path(_path(cfg, "train.petastorm_cache")).resolve()
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{cache}")
     labelled = d.rows.where(F.col("as_of_date").isin(d.split.train))
+    valid_dates = sorted({x for dates in d.split.valid.values() for x in dates})
     procs = int(t["num_processes"])
     pre, fine = _converter(d.rows, procs), _converter(labelled, procs)
+    valid = _converter(d.rows.where(F.col("as_of_date").isin(valid_dates)), procs)
     try:
         spec = TrainSpec(
             init_checkpoint=init, pretrain_converter=pre, finetune_converter=fine, pretrain_rows=len(pre),
             finetune_rows=len(fine), checkpoint_path=out, batch_size=int(t["batch_size"]),
             pretrain_epochs=int(t["pretrain_epochs"]) if not t.get("init_from") else 0,
             finetune_epochs=int(t["finetune_epochs"]), lr=float(t["lr"]), seed=int(t["seed"]),
-            mlflow_uri=mlflow.get_tracking_uri(), mlflow_run_id=run_id,
+            mlflow_uri=mlflow.get_tracking_uri(), mlflow_run_id=run_id, valid_converter=valid,
+            valid_rows=len(valid), patience=int(t["patience"]),
+            next_item_weight=float(t["finetune_next_item_weight"]),
         )  # fmt: skip
         mlflow.log_params({f"train.{k}": v for k, v in spec_dict(spec).items() if k != "mlflow_uri"})
+        log.info("rows: pretrain %d, fine-tune %d, validation %d", len(pre), len(fine), len(valid))
         gpu = {"auto": torch.cuda.is_available(), True: True, False: False}[t["use_gpu"]]
         dist = TorchDistributor(
             num_processes=int(t["num_processes"]),
@@ -149,8 +198,8 @@ def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, o
         )
         return dist.run(train_worker, spec) or {}
     finally:
-        pre.delete()
-        fine.delete()
+        for conv in (pre, fine, valid):
+            conv.delete()
 
 
 def evaluate_model(model: Any, d: Data, name: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
@@ -188,6 +237,10 @@ def extra_metrics(spark: SparkSession, cfg: Config, model: Any, d: Data) -> dict
         )
         both = est.groupby("user_id", as_index=False)["est"].mean().merge(true, on="user_id")
         out["elasticity_spearman"] = spearman(both["est"], both["price_elasticity"])
+        # Level, not rank: the model's mean elasticity of P(buy | view) next to the mean true beta
+        # (expected about beta x (1 - P(buy at the end of a mission)) ~ 0.5 beta; docs/training.md).
+        out["elasticity_mean"] = float(both["est"].mean())
+        out["elasticity_true_mean"] = float(both["price_elasticity"].mean())
     return out
 
 
@@ -262,6 +315,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         init, ckpt = f"{tmp}/init.pt", f"{tmp}/model.pt"
         init_model(cfg, d, init)
         result = distributed_train(spark, cfg, d, init=init, out=ckpt, run_id=active.info.run_id)
+        if "best_finetune_epoch" in result:
+            mlflow.log_metric("best_finetune_epoch", result["best_finetune_epoch"])
         model, _, extra = load_checkpoint(ckpt)
         rows, preds, calibrators = evaluate_model(model, d, "shopformer")
         save_checkpoint(ckpt, model, extra={**extra, "calibrators": calibrators})

@@ -17,7 +17,7 @@ def main() -> None:
     args = cli.parse(p, "land_workbook")
     mapping = load_mapping(args.cfg, args.ns.source)
     folder = resolve_path(args.cfg, mapping.path, f"sources.{args.ns.source}.path", args.run_date)
-    rows = export_workbook(args.ns.input, folder)
+    rows = len(export_workbook(args.ns.input, folder))
     cli.emit("LAND_WORKBOOK", {"source": args.ns.source, "folder": folder, "rows": rows})
 
 

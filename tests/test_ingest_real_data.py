@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 
 from shopformer import ingest_run, tables
 from shopformer.config import Config
+from shopformer.sources import export_workbook
 from tests.ingest_helpers import REES_COLS, with_mapping
 
 pytestmark = pytest.mark.real_data
@@ -116,12 +117,8 @@ def test_rees46_cosmetics_months_with_item_lookup(
 
 
 def _xlsx_to_csv(xlsx: Path, out: Path) -> pd.DataFrame:
-    """All sheets of the workbook as one CSV, written the way pandas exports it (floats keep '.0')."""
-    sheets = pd.read_excel(xlsx, sheet_name=None, engine="openpyxl")
-    pdf = pd.concat(sheets.values(), ignore_index=True)
-    out.mkdir(parents=True, exist_ok=True)
-    pdf.to_csv(out / "orders.csv", index=False)
-    return pdf
+    """All sheets of the workbook as one CSV (what jobs/land_workbook.py lands) and the frame written."""
+    return export_workbook(str(xlsx), str(out))
 
 
 def _expected_uci(

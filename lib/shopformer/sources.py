@@ -304,9 +304,10 @@ def check_expressions(raw: DataFrame, m: SourceMapping, path: str) -> None:
             raise ConfigError(f"config key '{key}': invalid SQL {sql!r}: {first_line(exc)}") from exc
 
 
-def export_workbook(xlsx: str, folder: str) -> int:
+def export_workbook(xlsx: str, folder: str) -> Any:
     """Every sheet of an Excel workbook as one CSV file in ``folder`` (how a spreadsheet delivery such as
-    UCI Online Retail lands; pandas writes floats as exported, e.g. Customer ID "12417.0"). Returns the rows.
+    UCI Online Retail lands; pandas writes floats as exported, e.g. Customer ID "12417.0"). Returns the
+    pandas frame written.
     Needs ``openpyxl``; the workbook is small by nature (Excel caps a sheet at 1,048,576 rows)."""
     import pandas as pd
 
@@ -315,4 +316,4 @@ def export_workbook(xlsx: str, folder: str) -> int:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     pdf.to_csv(out / "orders.csv", index=False)
-    return len(pdf)
+    return pdf

@@ -176,11 +176,10 @@ def _stage(
     if validate:  # the starting weights are a candidate too (epoch 0): training must beat them
         best.offer(_validate(model, spec, ctx, dist)["valid_total"], 0, core)
         _log(spec, rank, {"finetune_valid_total": best.loss}, step=0)
+    names, weights = tuple(core.config.aggregate_names), {"next_item": spec.next_item_weight}
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        names = tuple(core.config.aggregate_names)
-        weights = {"next_item": spec.next_item_weight}
         m = _epoch(model, opt, _batches(conv, spec, names, rank, world, steps), device, stage, weights)
         m["sequences_per_s"] = steps * spec.batch_size * world / (time.perf_counter() - t0)
         if validate:

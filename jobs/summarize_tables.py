@@ -5,6 +5,8 @@ A read-only job: the demo ends with it, and operators run it to eyeball a night'
 
 from __future__ import annotations
 
+import sys
+
 from shopformer import cli, summary
 from shopformer.spark import build_spark
 
@@ -12,7 +14,9 @@ from shopformer.spark import build_spark
 def main() -> None:
     args = cli.parse(cli.parser(__doc__), "summarize_tables")
     spark = build_spark(args.cfg, "summarize_tables")
-    cli.emit("SUMMARY", summary.summarize(spark, args.cfg))
+    found = summary.summarize(spark, args.cfg)
+    sys.stderr.write(summary.render(found))  # for a person; the SUMMARY line is for machines
+    cli.emit("SUMMARY", found)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@ session shape, snapshots per as-of date, the newest scores and their quality. Re
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import mlflow
+from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from shopformer import sql_views, tables
+from shopformer import registry, sql_views, tables
 from shopformer.config import Config
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,29 @@ def summarize(spark: SparkSession, cfg: Config) -> dict[str, object]:
         }
     if tables.exists(spark, cfg.table("scores_user_scores")):
         summary |= scores_summary(spark, cfg)
+    summary["champion"] = champion_summary(cfg)
     return summary
+
+
+def champion_summary(cfg: Config) -> dict[str, Any] | None:
+    """The registered champion: version, its training run, where its report is, its holdout table."""
+    uri = str(cfg.get("paths.mlflow_tracking_uri"))
+    mlflow.set_tracking_uri(uri)
+    name = str(cfg.get("train.registered_model"))
+    version = registry.champion_version(name)
+    if version is None:
+        return None
+    client = MlflowClient()
+    run = client.get_run(client.get_model_version(name, version).run_id)
+    report = f"{run.info.artifact_uri}/report"
+    try:
+        table = mlflow.artifacts.load_text(f"{report}/table.txt")
+    except mlflow.exceptions.MlflowException:  # runs trained before the table was logged
+        table = None
+    return {
+        "name": name, "version": version, "mlflow_run_id": run.info.run_id, "report": f"{report}/report.md",
+        "holdout_table": table, "mlflow_ui": f"mlflow ui --backend-store-uri {uri}",
+    }  # fmt: skip
 
 
 def scores_summary(spark: SparkSession, cfg: Config) -> dict[str, object]:
@@ -80,3 +105,39 @@ def scores_summary(spark: SparkSession, cfg: Config) -> dict[str, object]:
         "query_with": "SELECT * FROM delta.`<path>` in spark-sql, or shopformer.sql_views.register_views"
         "(spark, cfg) then the views in sql/examples.sql (docs/scoring.md)",
     }
+
+
+def _rows(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width text of a few dict rows (same keys)."""
+    if not rows:
+        return "  (none)"
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(width[c]) for c in cols)]
+    lines += ["  ".join(str(r[c]).ljust(width[c]) for c in cols) for r in rows]
+    return "\n".join("  " + ln for ln in lines)
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The summary for a person at a terminal: the champion's holdout table, score rows, score quality,
+    where the report, the MLflow UI and the tables are, and how to query them."""
+    out = ["", "=" * 100, "shopformer: what the pipeline produced", "=" * 100]
+    champ = summary.get("champion")
+    if champ:
+        out += [f"\nModel {champ['name']} v{champ['version']} (champion), model vs baselines on the holdout:"]
+        out += ["  " + ln for ln in (champ["holdout_table"] or "(no table logged)").splitlines()]
+        out += [f"\nReport with plots: {champ['report']} (+ PNGs beside it)"]
+        out += [f"MLflow UI: .venv/bin/{champ['mlflow_ui']}  -> http://127.0.0.1:5000"]
+    if "latest_user_scores_top5" in summary:
+        out += [
+            "\nscores_latest_user_scores, top 5 by propensity_7d:",
+            _rows(summary["latest_user_scores_top5"]),
+        ]
+        quality = [
+            {"score.metric": k, "dates": v[0], "mean": v[1], "breaches": v[2]}
+            for k, v in summary["score_quality_dates_mean_breaches"].items()
+        ]
+        out += ["\nscore quality of the scored dates whose outcomes are known:", _rows(quality)]
+        out += ["\nScore tables (Delta):"] + [f"  {k}: {v}" for k, v in summary["score_tables"].items()]
+        out += [f"Query them: {summary['query_with']}"]
+    return "\n".join(out) + "\n"

@@ -287,6 +287,7 @@ def _report(
     results = pd.concat([model_rows, *held], ignore_index=True)
     preds = pd.concat([model_preds, *[r.predictions for r in runs]], ignore_index=True)
     rep = write_report(results, preds, Path(tmp) / "report", model_name="shopformer")
+    (Path(tmp) / "report" / "table.txt").write_text(rep.table + "\n")  # what the demo's summary shows
     mlflow.log_artifacts(str(Path(tmp) / "report"), artifact_path="report")
     for r in results.to_dict("records"):
         mlflow.log_metrics(
@@ -304,7 +305,11 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
     d = prepare(spark, cfg)
     mlflow.set_tracking_uri(str(cfg.get("paths.mlflow_tracking_uri")))
     mlflow.set_experiment(str(cfg.get("train.experiment")))
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_id) as active:
+    # Executors read the initial checkpoint and rank 0 writes the trained one: on a cluster both must be on
+    # storage the driver and the executors share, as the Petastorm cache is (docs/cluster.md).
+    shared = Path(_path(cfg, "train.petastorm_cache")).resolve()
+    shared.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=shared) as tmp, mlflow.start_run(run_name=run_id) as active:
         mlflow.log_params(
             {
                 "run_date": run_date.isoformat(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,21 @@ import yaml
 
 from shopformer.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def _conf_dir() -> Path:
+    """conf/ of the checkout. Beside lib/ when imported from source; under spark-submit the driver imports
+    the wheel on --py-files instead (docs/cluster.md), so then $SHOPFORMER_CONF_DIR, else the conf/ next to
+    the jobs/ folder of the script being run."""
+    if env := os.environ.get("SHOPFORMER_CONF_DIR"):
+        return Path(env)
+    source = Path(__file__).resolve().parents[2] / "conf"
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if source.is_dir() or not main:
+        return source
+    return Path(main).resolve().parents[1] / "conf"
+
+
+CONF_DIR = _conf_dir()
 OPEN_SECTIONS = ("spark.conf", "sources", "synthetic.categories")
 FLAT_KEY_SECTIONS = ("spark.conf",)  # children are single keys that contain dots
 _MISSING = object()

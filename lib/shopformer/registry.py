@@ -16,8 +16,11 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from shopformer.errors import ShopformerError
+
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
+PREVIOUS = "previous_champion"  # set by promote: where a rollback goes
 
 
 class ShopformerPyfunc(mlflow.pyfunc.PythonModel):
@@ -88,5 +91,68 @@ def gate(
     return True, "promoted: " + ", ".join(f"{m} {old.get(m):.4f} -> {new.get(m):.4f}" for m in metrics)
 
 
-def promote(name: str, version: str) -> None:
-    MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+def champion_version(name: str, alias: str = CHAMPION) -> str | None:
+    """The version an alias points at, or None when the model or the alias does not exist."""
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+class RegistryError(ShopformerError):
+    """The registry has no such model, version or alias (jobs exit 1, naming it)."""
+
+
+def rollback_target(name: str) -> str:
+    """The version ``--rollback`` promotes: the one the last promotion displaced."""
+    previous = champion_version(name, PREVIOUS)
+    if previous is None:
+        raise RegistryError(
+            f"model {name!r} has no {PREVIOUS!r} alias (no promotion since aliases were recorded, or no "
+            "model): choose the version with --version N (mlflow ui lists them)"
+        )
+    return previous
+
+
+def promote_checked(name: str, version: str) -> str | None:
+    """``promote`` with a missing model or version turned into a RegistryError naming it."""
+    try:
+        return promote(name, version)
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"cannot promote model {name!r} version {version!r}: {exc.message}") from exc
+
+
+def promote(name: str, version: str) -> str | None:
+    """Point ``champion`` at ``version``; the champion it replaces keeps the ``previous_champion`` alias,
+    so a rollback needs no memory of its own (MLflow keeps no alias history). Returns that version."""
+    client = MlflowClient()
+    version = str(client.get_model_version(name, str(version)).version)  # raises when absent
+    old = champion_version(name)
+    if old is not None and old != version:
+        client.set_registered_model_alias(name, PREVIOUS, old)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    log.info("model %s: champion v%s (was v%s)", name, version, old)
+    return old
+
+
+VOCAB_TAG = "vocab_version"  # model version tag: the gold.vocabularies version its ids mean
+
+
+def tag_vocabulary(name: str, version: str, vocab_version: str) -> None:
+    """Record which vocabulary a version was trained with, so snapshots can follow the champion's."""
+    MlflowClient().set_model_version_tag(name, str(version), VOCAB_TAG, vocab_version)
+
+
+def champion_vocabulary(name: str, alias: str = CHAMPION) -> str:
+    """The vocabulary version of the model at ``alias``; RegistryError when there is none to follow."""
+    try:
+        mv = MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"model {name!r} has no {alias!r} alias to take the vocabulary from") from exc
+    tagged = (mv.tags or {}).get(VOCAB_TAG)
+    if not tagged:
+        raise RegistryError(
+            f"model {name!r} v{mv.version} ({alias}) has no {VOCAB_TAG!r} tag (trained before tagging): "
+            "set snapshots.vocab_version to its vocabulary explicitly"
+        )
+    return str(tagged)

@@ -100,6 +100,8 @@ def _vocabulary(
         raise MissingInputError(f"no vocabulary at {path}: run build_snapshots with --build-vocab first")
     wanted = str(cfg.get("snapshots.vocab_version"))
     vocab = tables.read(spark, path)
+    if wanted == "champion":  # nightly: the ids the scoring model understands, whatever trained since
+        wanted = _champion_vocabulary(cfg)
     if wanted == "latest":
         newest = vocab.agg(F.max("vocab_version")).first()
         wanted = str(newest[0]) if newest and newest[0] else ""
@@ -107,6 +109,19 @@ def _vocabulary(
     if not wanted or chosen.limit(1).count() == 0:
         raise ConfigError(f"config key 'snapshots.vocab_version': no version {wanted!r} in {path}")
     return chosen
+
+
+def _champion_vocabulary(cfg: Config) -> str:
+    """The vocabulary version the registry's champion was trained with (its model version tag)."""
+    import mlflow  # only this option needs the registry
+
+    from shopformer import registry
+
+    mlflow.set_tracking_uri(str(cfg.get("paths.mlflow_tracking_uri")))
+    try:
+        return registry.champion_vocabulary(str(cfg.get("train.registered_model")))
+    except registry.RegistryError as exc:
+        raise ConfigError(f"config key 'snapshots.vocab_version' is 'champion': {exc}") from exc
 
 
 def _with_ids(events: DataFrame, vocab: DataFrame) -> DataFrame:

@@ -32,7 +32,10 @@ def build_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name or str(cfg.get("spark.app_name")))
     master = cfg.get("spark.master", None)
-    if master:
+    if master and "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Started by spark-submit (its JVM is already up): its --master decides, not conf/local.yaml's.
+        log.info("spark.master %s from config ignored: spark-submit chose the master", master)
+    elif master:
         builder = builder.master(str(master))
     settings = {
         "spark.sql.session.timeZone": "UTC",

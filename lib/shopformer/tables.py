@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -131,3 +131,45 @@ def write_landing_files(df: DataFrame, path: str, *, fmt: str, partition_by: Seq
     if fmt == "csv":
         writer = writer.option("header", "true")
     writer.format(fmt).save(path)
+
+
+def delete_where(spark: SparkSession, path: str, condition: Column, *, run_id: str) -> int:
+    """Delta DELETE of the rows matching ``condition`` in one commit (run id as userMetadata); returns
+    the rows deleted. An absent table or no match writes no commit, so a rerun is a no-op returning 0.
+
+    The deleted rows stay in the table's older files (time travel) until ``vacuum`` removes them."""
+    if not exists(spark, path):
+        log.info("no Delta table at %s: nothing to delete", path)
+        return 0
+    table = DeltaTable.forPath(spark, path)
+    before = version(spark, path)
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
+    try:
+        table.delete(condition)
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    last = table.history(1).select("version", "operationMetrics").first()
+    if last["version"] == before:  # nothing matched: Delta commits nothing
+        return 0
+    deleted = int((last["operationMetrics"] or {}).get("numDeletedRows", 0))
+    log.info("deleted %d rows from %s (version %d)", deleted, path, last["version"])
+    return deleted
+
+
+def vacuum(spark: SparkSession, path: str, *, retain_hours: float) -> None:
+    """Physically remove files no longer referenced by the table and older than ``retain_hours``: after
+    this, time travel to versions before a DELETE can no longer return the deleted rows.
+
+    Below Delta's 168 h safety default the check is switched off for this call only: readers or writers
+    still on an older version would lose their files, so run it when no job uses the table."""
+    if not exists(spark, path):
+        return
+    check = "spark.databricks.delta.retentionDurationCheck.enabled"
+    before = spark.conf.get(check, "true")
+    if retain_hours < 168:
+        log.warning("vacuum %s retaining %s h (< 168 h): no job may be using this table", path, retain_hours)
+        spark.conf.set(check, "false")
+    try:
+        DeltaTable.forPath(spark, path).vacuum(retain_hours)
+    finally:
+        spark.conf.set(check, before)

@@ -267,6 +267,7 @@ def _gate_and_register(
     _, old = _champion_rows(d, name, tmp)
     ok, why = registry.gate(new, old, metrics=list(t["gate_metrics"]), min_delta=float(t["gate_min_delta"]))
     version = registry.log_model(ckpt, name)
+    registry.tag_vocabulary(name, version, str(d.vocab["version"]))
     if ok:
         registry.promote(name, version)
     mlflow.set_tags({"gate": why, "promoted": str(ok)})

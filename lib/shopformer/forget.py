@@ -1,0 +1,81 @@
+"""Right to be forgotten: delete given users' rows from every table that holds user rows (docs/operations.md).
+
+Which rows: every table with a ``user_id`` column (bronze, silver, gold snapshots, scores.*) by
+(``source``,) ``user_id``; ``bronze.events_rejected`` has no user column, only the raw record, so its rows
+whose ``raw_record`` holds the id as a whole token (a JSON value such as ``"user_id":"42"`` or a delimited
+field of a raw line; a float export ``42.0`` counts too) are deleted. That match is deliberately generous:
+a reject of another user that carries the same string in another field goes too (rejects feed nothing).
+
+What stays out of reach: raw landing files, MLflow artifacts and the Delta files of older table versions
+until VACUUM; the job documents what to do about each (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
+
+from shopformer import tables
+from shopformer.config import Config
+from shopformer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+USER_TABLES = (
+    "bronze_events", "silver_events", "silver_sessions", "gold_user_snapshots",
+    "scores_user_scores", "scores_user_embeddings", "scores_user_next_items",
+)  # fmt: skip
+RAW_TABLES = ("bronze_events_rejected",)
+_WORD = r"A-Za-z0-9_.\-"  # characters that continue an id token: a match must not sit inside a longer one
+
+
+def parse_users(spec: str) -> list[str]:
+    """User ids from a file (one per line, ``#`` comments and blanks skipped) or a comma-separated list."""
+    path = Path(spec)
+    lines = path.read_text().splitlines() if path.is_file() else spec.split(",")
+    users = sorted({u.split("#", 1)[0].strip() for u in lines} - {""})
+    if not users:
+        raise ConfigError(f"--users {spec!r} names no user id")
+    return users
+
+
+def user_condition(users: Sequence[str], source: str | None) -> Column:
+    """Rows of ``users`` (of ``source`` only, when given) in a table with a ``user_id`` column."""
+    cond = F.col("user_id").isin(list(users))
+    return cond if source is None else cond & (F.col("source") == source)
+
+
+def raw_record_condition(users: Sequence[str], source: str | None) -> Column:
+    """Rejected rows whose ``raw_record`` holds one of ``users`` as a whole token (optionally ``.0``)."""
+    quoted = "|".join(r"\Q" + u.replace(r"\E", r"\E\\E\Q") + r"\E" for u in users)
+    pattern = f"(?<![{_WORD}])(?:{quoted})(?:\\.0+)?(?![{_WORD}])"
+    cond = F.coalesce(F.col("raw_record").rlike(pattern), F.lit(False))
+    return cond if source is None else cond & (F.col("source") == source)
+
+
+def forget(
+    spark: SparkSession,
+    cfg: Config,
+    users: Iterable[str],
+    *,
+    source: str | None,
+    run_id: str,
+    vacuum_hours: float | None = None,
+) -> dict[str, int]:
+    """Delete the users' rows from every user table (absent tables count 0); rows deleted per table.
+
+    With ``vacuum_hours`` every one of these tables is vacuumed afterwards, so the rows leave the disk too."""
+    ids = sorted(set(users))
+    deleted: dict[str, int] = {}
+    for name in (*USER_TABLES, *RAW_TABLES):
+        cond = raw_record_condition(ids, source) if name in RAW_TABLES else user_condition(ids, source)
+        deleted[name] = tables.delete_where(spark, cfg.table(name), cond, run_id=run_id)
+    if vacuum_hours is not None:  # every table, so a rerun also clears what an earlier run left behind
+        for name in deleted:
+            tables.vacuum(spark, cfg.table(name), retain_hours=vacuum_hours)
+    log.info("forgot %d user(s): %d rows", len(ids), sum(deleted.values()))
+    return deleted

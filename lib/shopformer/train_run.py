@@ -48,6 +48,12 @@ def _path(cfg: Config, key: str) -> str:
     return str(cfg.get(key)).format(**paths)
 
 
+def _shared_dir(cfg: Config) -> Path:
+    """``train.petastorm_cache``: storage the driver and every executor see. It holds Petastorm's cache and
+    the run's temporary folder (executors read the initial checkpoint, rank 0 writes the trained one)."""
+    return Path(_path(cfg, "train.petastorm_cache")).resolve()
+
+
 def _sample(df: DataFrame, max_rows: int, seed: int = 7) -> pd.DataFrame:
     """At most ``max_rows`` rows on the driver (evaluation and the scaler need numbers, not all rows)."""
     n = df.count()
@@ -171,8 +177,7 @@ def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, o
     from pyspark.ml.torch.distributor import TorchDistributor
 
     t = cfg.section("train")
-    cache = Path(_path(cfg, "train.petastorm_cache")).resolve()
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{cache}")
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{_shared_dir(cfg)}")
     labelled = d.rows.where(F.col("as_of_date").isin(d.split.train))
     valid_dates = sorted({x for dates in d.split.valid.values() for x in dates})
     procs = int(t["num_processes"])
@@ -306,9 +311,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
     d = prepare(spark, cfg)
     mlflow.set_tracking_uri(str(cfg.get("paths.mlflow_tracking_uri")))
     mlflow.set_experiment(str(cfg.get("train.experiment")))
-    # Executors read the initial checkpoint and rank 0 writes the trained one: on a cluster both must be on
-    # storage the driver and the executors share, as the Petastorm cache is (docs/cluster.md).
-    shared = Path(_path(cfg, "train.petastorm_cache")).resolve()
+    shared = _shared_dir(cfg)
     shared.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=shared) as tmp, mlflow.start_run(run_name=run_id) as active:
         mlflow.log_params(

@@ -4,8 +4,8 @@ The history before the DAG runs (generate the shop, ingest + sessionize its land
 process's Spark session, as one backfill range: it is set-up, not what is under test. Then Airflow 3.3 in
 its own virtualenv (``.venv-airflow``: the test process must not import it) runs ``dag.test()`` of
 ``shopformer_training`` and of ``shopformer_nightly`` through tests/airflow_driver.py; each task
-spark-submits the real job with the Variable and connection below. Runs with cwd = the root, so MLflow's
-default artifact folder (./mlruns) lands beside ``mlflow.db``.
+spark-submits the real job with the Variable and connection below. Runs with cwd = the root; MLflow's
+artifacts land in ``{root}/mlruns`` (``paths.mlflow_artifacts``) beside ``mlflow.db``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
             "spark.conf.spark.default.parallelism=2",
             "spark.conf.spark.databricks.delta.snapshotPartitions=2",
             "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=2",
+            # A JVM that lives for the whole run: C2's steady state pays back (conf/local.yaml's C1-only
+            # flags are for short-lived job JVMs).
+            "spark.conf.spark.driver.extraJavaOptions=-XX:+UseSerialGC",
         ],
     )
     session = build_spark(cfg, app_name="shopformer-tests")

@@ -48,7 +48,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 def parse(p: argparse.ArgumentParser, job: str, argv: Sequence[str] | None = None) -> JobArgs:
     """Parse argv, load layered config, configure logging; a bad config exits 2 naming the key."""
     ns = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         cfg = load_config(ns.conf, ns.set)
     except ShopformerError as exc:
@@ -58,6 +58,11 @@ def parse(p: argparse.ArgumentParser, job: str, argv: Sequence[str] | None = Non
         p.error(f"--end-date {end} is before --run-date {ns.run_date}")
     span = f"{ns.run_date}" if end == ns.run_date else f"{ns.run_date}..{end}"
     return JobArgs(cfg=cfg, run_date=ns.run_date, end_date=end, run_id=ns.run_id or f"{job}:{span}", ns=ns)
+
+
+def configure_logging() -> None:
+    """INFO logs with time and logger name on stderr (a no-op when logging is already set up)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def run_job(main: Callable[[], None]) -> None:

@@ -38,6 +38,14 @@ class ShopformerPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({k: got[k] for k in ("propensity", "churn", "price_elasticity")})
 
 
+def use_experiment(name: str, artifact_location: str | None) -> None:
+    """Make ``name`` the active experiment, creating it with ``artifact_location`` (MLflow's default is
+    ``./mlruns`` of the current directory, which scatters artifacts by wherever a job happened to run)."""
+    if artifact_location is not None and mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=artifact_location)
+    mlflow.set_experiment(name)
+
+
 def log_model(checkpoint: str, registered_name: str) -> str:
     """Log the checkpoint as a pyfunc in the active run and register it; returns the new version."""
     info = mlflow.pyfunc.log_model(

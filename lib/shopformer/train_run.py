@@ -310,7 +310,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
     """Train, evaluate next to the baselines, log, register and gate; returns what happened."""
     d = prepare(spark, cfg)
     mlflow.set_tracking_uri(str(cfg.get("paths.mlflow_tracking_uri")))
-    mlflow.set_experiment(str(cfg.get("train.experiment")))
+    artifacts = cfg.get("paths.mlflow_artifacts")
+    registry.use_experiment(str(cfg.get("train.experiment")), None if artifacts is None else str(artifacts))
     shared = _shared_dir(cfg)
     shared.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=shared) as tmp, mlflow.start_run(run_name=run_id) as active:

@@ -1,8 +1,9 @@
 """Delete users' data from every table that holds user rows (right to be forgotten; docs/operations.md).
 
 ``--users`` is a file (one id per line) or a comma-separated list; ``--source`` limits the deletion to one
-source's ids (ids are per source), otherwise every source's rows of those ids go. One Delta DELETE commit
-per table that has matching rows, so a rerun deletes 0 rows. Deleted rows stay in older table versions
+source's ids (ids are per source), otherwise every source's rows of those ids go. One Delta commit (a MERGE
+that deletes, so the commit log does not record the ids) per table that has matching rows, so a rerun
+deletes 0 rows. Deleted rows stay in older table versions
 (time travel) until VACUUM: ``--vacuum-hours H`` vacuums every user table afterwards, keeping H hours of
 history (0 removes the old files now; run it when no other job uses the tables). Raw landing files and
 MLflow artifacts are outside its reach (docs/operations.md says what to do). The printed line holds counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import runpy
 import shutil
 import sys
@@ -112,7 +113,11 @@ def test_forget_removes_the_users_rows_everywhere_and_nothing_else(
         kept.collect(), [Row(source=s, raw_record=raw) for s, raw in REJECTS[2:3] + REJECTS[5:]]
     )
     history = spark.sql(f"DESCRIBE HISTORY delta.`{shop.table('scores_user_scores')}` LIMIT 1").first()
-    assert (history["operation"], history["userMetadata"]) == ("DELETE", "forget:t")
+    assert (history["operation"], history["userMetadata"]) == ("MERGE", "forget:t")
+    # The commits that deleted them do not name them (a DELETE's logged predicate would).
+    for name in (*USER_TABLES, "bronze_events_rejected"):
+        commit = (Path(shop.table(name)) / "_delta_log" / f"{1:020d}.json").read_text()
+        assert re.search(r"(?<![\w.])(u1|12417)(?![\w])", commit) is None and "forget:t" in commit, name
 
     # A rerun, with an unknown id added, deletes nothing (and commits nothing).
     again = forget.forget(spark, shop, ["u1", "12417", "nobody"], source=None, run_id="again")

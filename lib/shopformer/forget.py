@@ -16,8 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pyspark.sql import Column, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 
 from shopformer import tables
 from shopformer.config import Config
@@ -31,6 +30,7 @@ USER_TABLES = (
 )  # fmt: skip
 RAW_TABLES = ("bronze_events_rejected",)
 _WORD = r"A-Za-z0-9_.\-"  # characters that continue an id token: a match must not sit inside a longer one
+KEYS_SCHEMA = "user_id string, source string"
 
 
 def parse_users(spec: str) -> list[str]:
@@ -43,18 +43,23 @@ def parse_users(spec: str) -> list[str]:
     return users
 
 
-def user_condition(users: Sequence[str], source: str | None) -> Column:
-    """Rows of ``users`` (of ``source`` only, when given) in a table with a ``user_id`` column."""
-    cond = F.col("user_id").isin(list(users))
-    return cond if source is None else cond & (F.col("source") == source)
+def user_keys(spark: SparkSession, users: Sequence[str], source: str | None) -> tuple[DataFrame, str]:
+    """The ids as a small DataFrame ``k`` and the MERGE condition on a table ``t`` with ``user_id``."""
+    keys = spark.createDataFrame([(u, source) for u in users], KEYS_SCHEMA)
+    return keys, "t.user_id = k.user_id" + ("" if source is None else " AND t.source = k.source")
 
 
-def raw_record_condition(users: Sequence[str], source: str | None) -> Column:
-    """Rejected rows whose ``raw_record`` holds one of ``users`` as a whole token (optionally ``.0``)."""
-    quoted = "|".join(r"\Q" + u.replace(r"\E", r"\E\\E\Q") + r"\E" for u in users)
-    pattern = f"(?<![{_WORD}])(?:{quoted})(?:\\.0+)?(?![{_WORD}])"
-    cond = F.coalesce(F.col("raw_record").rlike(pattern), F.lit(False))
-    return cond if source is None else cond & (F.col("source") == source)
+def raw_record_keys(spark: SparkSession, users: Sequence[str], source: str | None) -> tuple[DataFrame, str]:
+    """Per id a regex matching it as a whole token of ``raw_record`` (optionally ``.0``), and the MERGE
+    condition on ``bronze.events_rejected`` (``t``)."""
+    rows = [(_token_pattern(u), source) for u in users]
+    keys = spark.createDataFrame(rows, KEYS_SCHEMA).withColumnRenamed("user_id", "pattern")
+    return keys, "t.raw_record RLIKE k.pattern" + ("" if source is None else " AND t.source = k.source")
+
+
+def _token_pattern(user: str) -> str:
+    quoted = r"\Q" + user.replace(r"\E", r"\E\\E\Q") + r"\E"
+    return f"(?<![{_WORD}]){quoted}(?:\\.0+)?(?![{_WORD}])"
 
 
 def forget(
@@ -72,8 +77,8 @@ def forget(
     ids = sorted(set(users))
     deleted: dict[str, int] = {}
     for name in (*USER_TABLES, *RAW_TABLES):
-        cond = raw_record_condition(ids, source) if name in RAW_TABLES else user_condition(ids, source)
-        deleted[name] = tables.delete_where(spark, cfg.table(name), cond, run_id=run_id)
+        keys, on = (raw_record_keys if name in RAW_TABLES else user_keys)(spark, ids, source)
+        deleted[name] = tables.delete_matching(spark, cfg.table(name), keys, on, run_id=run_id)
     if vacuum_hours is not None:  # every table, so a rerun also clears what an earlier run left behind
         for name in deleted:
             tables.vacuum(spark, cfg.table(name), retain_hours=vacuum_hours)

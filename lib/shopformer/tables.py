@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -133,25 +133,28 @@ def write_landing_files(df: DataFrame, path: str, *, fmt: str, partition_by: Seq
     writer.format(fmt).save(path)
 
 
-def delete_where(spark: SparkSession, path: str, condition: Column, *, run_id: str) -> int:
-    """Delta DELETE of the rows matching ``condition`` in one commit (run id as userMetadata); returns
-    the rows deleted. An absent table or no match writes no commit, so a rerun is a no-op returning 0.
+def delete_matching(spark: SparkSession, path: str, keys: DataFrame, on: str, *, run_id: str) -> int:
+    """Delete the rows of the table (alias ``t``) that match a row of ``keys`` (alias ``k``) under the
+    SQL condition ``on``, as a Delta MERGE ... WHEN MATCHED THEN DELETE in one commit (run id as
+    userMetadata); returns the rows deleted. An absent table or no match writes no commit, so a rerun is
+    a no-op returning 0.
 
+    A MERGE rather than ``DELETE WHERE user_id IN (...)``: Delta records a DELETE's predicate, literals
+    and all, in the commit log, which would keep the very ids being forgotten; a MERGE records only ``on``.
     The deleted rows stay in the table's older files (time travel) until ``vacuum`` removes them."""
     if not exists(spark, path):
         log.info("no Delta table at %s: nothing to delete", path)
         return 0
     table = DeltaTable.forPath(spark, path)
-    before = version(spark, path)
+    if table.toDF().alias("t").join(keys.alias("k"), F.expr(on), "left_semi").isEmpty():
+        return 0  # Delta would commit an empty MERGE: skip it, the rerun stays a no-op
     spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
     try:
-        table.delete(condition)
+        table.alias("t").merge(keys.alias("k"), on).whenMatchedDelete().execute()
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
     last = table.history(1).select("version", "operationMetrics").first()
-    if last["version"] == before:  # nothing matched: Delta commits nothing
-        return 0
-    deleted = int((last["operationMetrics"] or {}).get("numDeletedRows", 0))
+    deleted = int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
     log.info("deleted %d rows from %s (version %d)", deleted, path, last["version"])
     return deleted
 

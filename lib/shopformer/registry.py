@@ -14,6 +14,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from shopformer.errors import ShopformerError
@@ -99,12 +100,18 @@ def gate(
     return True, "promoted: " + ", ".join(f"{m} {old.get(m):.4f} -> {new.get(m):.4f}" for m in metrics)
 
 
-def champion_version(name: str, alias: str = CHAMPION) -> str | None:
-    """The version an alias points at, or None when the model or the alias does not exist."""
+def version_at(name: str, alias: str = CHAMPION) -> ModelVersion | None:
+    """The model version an alias points at, or None when the model or the alias does not exist."""
     try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        return MlflowClient().get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+def champion_version(name: str, alias: str = CHAMPION) -> str | None:
+    """The version number an alias points at (None: no such model or alias)."""
+    mv = version_at(name, alias)
+    return None if mv is None else str(mv.version)
 
 
 class RegistryError(ShopformerError):
@@ -153,10 +160,9 @@ def tag_vocabulary(name: str, version: str, vocab_version: str) -> None:
 
 def champion_vocabulary(name: str, alias: str = CHAMPION) -> str:
     """The vocabulary version of the model at ``alias``; RegistryError when there is none to follow."""
-    try:
-        mv = MlflowClient().get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException as exc:
-        raise RegistryError(f"model {name!r} has no {alias!r} alias to take the vocabulary from") from exc
+    mv = version_at(name, alias)
+    if mv is None:
+        raise RegistryError(f"model {name!r} has no {alias!r} alias to take the vocabulary from")
     tagged = (mv.tags or {}).get(VOCAB_TAG)
     if not tagged:
         raise RegistryError(

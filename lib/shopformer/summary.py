@@ -63,19 +63,19 @@ def champion_summary(cfg: Config) -> dict[str, Any] | None:
     uri = str(cfg.get("paths.mlflow_tracking_uri"))
     mlflow.set_tracking_uri(uri)
     name = str(cfg.get("train.registered_model"))
-    version = registry.champion_version(name)
-    if version is None:
+    champion = registry.version_at(name)
+    if champion is None:
         return None
-    client = MlflowClient()
-    run = client.get_run(client.get_model_version(name, version).run_id)
+    run = MlflowClient().get_run(champion.run_id)
     report = f"{run.info.artifact_uri}/report"
     try:
         table = mlflow.artifacts.load_text(f"{report}/table.txt")
     except mlflow.exceptions.MlflowException:  # runs trained before the table was logged
         table = None
     return {
-        "name": name, "version": version, "mlflow_run_id": run.info.run_id, "report": f"{report}/report.md",
-        "holdout_table": table, "mlflow_ui": f"mlflow ui --backend-store-uri {uri}",
+        "name": name, "version": str(champion.version), "mlflow_run_id": run.info.run_id,
+        "report": f"{report}/report.md", "holdout_table": table,
+        "mlflow_ui": f"mlflow ui --backend-store-uri {uri}",
     }  # fmt: skip
 
 

@@ -7,22 +7,18 @@ Spark in ``{root}/logs/demo.log``. Ends with summarize_tables' readable summary 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from shopformer import cli, demo
-from shopformer.config import load_config
 from shopformer.errors import ShopformerError
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--conf", default="local", help="environment: a name in conf/ or a YAML path")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p = cli.config_parser(__doc__)
     ns = p.parse_args()
+    cfg = cli.load(p, ns)
     try:
-        cfg = load_config(ns.conf, ns.set)
         steps = demo.demo_steps(cfg)
     except ShopformerError as exc:
         p.error(str(exc))

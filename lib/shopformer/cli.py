@@ -34,25 +34,36 @@ class JobArgs:
     ns: argparse.Namespace
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser that already knows the common options; jobs add their own."""
+def config_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the configuration options every entry point shares: ``--conf`` and ``--set``."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--conf", default="local", help="environment: a name in conf/ or a YAML path")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return p
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser that already knows the common options; jobs add their own."""
+    p = config_parser(description)
     p.add_argument("--run-date", type=_date, required=True, help="logical run date (Airflow's), YYYY-MM-DD")
     p.add_argument("--end-date", type=_date, help="last date of a range (inclusive)")
     p.add_argument("--run-id", help="lineage id stored in written rows")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return p
+
+
+def load(p: argparse.ArgumentParser, ns: argparse.Namespace) -> Config:
+    """The layered config of ``--conf`` and ``--set``; a bad one exits 2 naming the key."""
+    try:
+        return load_config(ns.conf, ns.set)
+    except ShopformerError as exc:
+        p.error(str(exc))
 
 
 def parse(p: argparse.ArgumentParser, job: str, argv: Sequence[str] | None = None) -> JobArgs:
     """Parse argv, load layered config, configure logging; a bad config exits 2 naming the key."""
     ns = p.parse_args(argv)
     configure_logging()
-    try:
-        cfg = load_config(ns.conf, ns.set)
-    except ShopformerError as exc:
-        p.error(str(exc))
+    cfg = load(p, ns)
     end = ns.end_date or ns.run_date
     if end < ns.run_date:
         p.error(f"--end-date {end} is before --run-date {ns.run_date}")

@@ -30,7 +30,6 @@ USER_TABLES = (
 )  # fmt: skip
 RAW_TABLES = ("bronze_events_rejected",)
 _WORD = r"A-Za-z0-9_.\-"  # characters that continue an id token: a match must not sit inside a longer one
-KEYS_SCHEMA = "user_id string, source string"
 
 
 def parse_users(spec: str) -> list[str]:
@@ -45,16 +44,21 @@ def parse_users(spec: str) -> list[str]:
 
 def user_keys(spark: SparkSession, users: Sequence[str], source: str | None) -> tuple[DataFrame, str]:
     """The ids as a small DataFrame ``k`` and the MERGE condition on a table ``t`` with ``user_id``."""
-    keys = spark.createDataFrame([(u, source) for u in users], KEYS_SCHEMA)
-    return keys, "t.user_id = k.user_id" + ("" if source is None else " AND t.source = k.source")
+    return _keys(spark, "user_id", users, source, "t.user_id = k.user_id")
 
 
 def raw_record_keys(spark: SparkSession, users: Sequence[str], source: str | None) -> tuple[DataFrame, str]:
     """Per id a regex matching it as a whole token of ``raw_record`` (optionally ``.0``), and the MERGE
     condition on ``bronze.events_rejected`` (``t``)."""
-    rows = [(_token_pattern(u), source) for u in users]
-    keys = spark.createDataFrame(rows, KEYS_SCHEMA).withColumnRenamed("user_id", "pattern")
-    return keys, "t.raw_record RLIKE k.pattern" + ("" if source is None else " AND t.source = k.source")
+    patterns = [_token_pattern(u) for u in users]
+    return _keys(spark, "pattern", patterns, source, "t.raw_record RLIKE k.pattern")
+
+
+def _keys(
+    spark: SparkSession, column: str, values: Sequence[str], source: str | None, on: str
+) -> tuple[DataFrame, str]:
+    keys = spark.createDataFrame([(v, source) for v in values], f"{column} string, source string")
+    return keys, on + ("" if source is None else " AND t.source = k.source")
 
 
 def _token_pattern(user: str) -> str:

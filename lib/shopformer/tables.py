@@ -146,14 +146,15 @@ def delete_matching(spark: SparkSession, path: str, keys: DataFrame, on: str, *,
         log.info("no Delta table at %s: nothing to delete", path)
         return 0
     table = DeltaTable.forPath(spark, path)
-    if table.toDF().alias("t").join(keys.alias("k"), F.expr(on), "left_semi").isEmpty():
-        return 0  # Delta would commit an empty MERGE: skip it, the rerun stays a no-op
+    before = version(spark, path)
     spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
     try:
         table.alias("t").merge(keys.alias("k"), on).whenMatchedDelete().execute()
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
     last = table.history(1).select("version", "operationMetrics").first()
+    if last["version"] == before:  # nothing matched: Delta commits nothing
+        return 0
     deleted = int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
     log.info("deleted %d rows from %s (version %d)", deleted, path, last["version"])
     return deleted

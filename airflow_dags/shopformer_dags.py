@@ -226,6 +226,6 @@ with DAG(
             timeout=timedelta(hours=6),
             task_display_name="train, register, gate + promote champion",
             doc_md="jobs/train.py registers every model and moves the `champion` alias only when it "
-            "beats the current champion on this run's holdout (lib/shopformer/train_run.py, registry.py).",
+            "beats the current champion on this run's holdout (lib/shopformer/train_job.py, registry.py).",
         ),
     )

@@ -195,8 +195,12 @@ def _record(step: Step, sampler: RssSampler, busy0: float, reaped_s: float) -> N
     step.spark_up_s = next((t for t, msg in step.phases if SPARK_UP.search(msg)), None)
     log.info(
         "%s: rc=%d wall=%.1f s peak RSS=%.2f GB, others used %.0f%% of the cores",
-        step.name, step.rc, step.wall_s, step.peak_rss_gb, 100 * step.foreign_cpu_share,
-    )  # fmt: skip
+        step.name,
+        step.rc,
+        step.wall_s,
+        step.peak_rss_gb,
+        100 * step.foreign_cpu_share,
+    )
 
 
 def run_step(name: str, cmd: list[str], log_dir: Path, max_wait_s: float) -> tuple[Step, list[str]]:
@@ -302,10 +306,19 @@ def spark_steps(plan: Plan, log_dir: Path) -> dict[str, Step]:
 def duckdb_step(plan: Plan, log_dir: Path) -> Step:
     out = plan.root / "duckdb" / "sessions.parquet"
     cmd = [
-        PYTHON, "bench/duckdb_sessionize.py", "--landing", str(plan.landing), "--out", str(out),
-        "--threads", "2", "--gap-minutes", str(plan.gap_minutes),
-        "--max-future-hours", str(plan.future_hours),
-    ]  # fmt: skip
+        PYTHON,
+        "bench/duckdb_sessionize.py",
+        "--landing",
+        str(plan.landing),
+        "--out",
+        str(out),
+        "--threads",
+        "2",
+        "--gap-minutes",
+        str(plan.gap_minutes),
+        "--max-future-hours",
+        str(plan.future_hours),
+    ]
     step, lines = run_step("duckdb", cmd, log_dir, plan.max_idle_wait_s)
     step.summary = tagged(lines, "DUCKDB")
     return step
@@ -408,8 +421,10 @@ def prepare(plan: Plan) -> Path:
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = ["| step | wall s | events | events/s | peak RSS GB | spark up s | load 1m at start |",
-            "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    rows = [
+        "| step | wall s | events | events/s | peak RSS GB | spark up s | load 1m at start |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, s in result["steps"].items():
         rows.append(
             f"| {name} | {s['wall_s']:.1f} | {s['events'] or '-'} | {s['events_per_s'] or '-'} "
@@ -449,14 +464,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out", type=Path, help="results JSON (default bench/results/ingest_sessionize_<size>.json)"
     )
     p.add_argument(
-        "--job-set", action="append", default=[], metavar="KEY=VALUE",
+        "--job-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="extra --set for every Spark job, e.g. spark.conf.spark.driver.memory=8g",
-    )  # fmt: skip
+    )
     p.add_argument("--reuse-landing", action="store_true", help="skip generate; reuse the landing files")
     p.add_argument(
-        "--max-idle-wait", type=float, default=900.0,
+        "--max-idle-wait",
+        type=float,
+        default=900.0,
         help="seconds to wait before each step for other processes to go quiet (<25%% CPU); 0: never",
-    )  # fmt: skip
+    )
     return p.parse_args(argv)
 
 

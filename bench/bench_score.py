@@ -38,19 +38,21 @@ from bench_ingest_sessionize import PYTHON, REPO, machine, run_step, tagged
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from shopformer import scoring, scoring_run, tables
+from shopformer import tables
 from shopformer.config import Config, load_config
-from shopformer.inference import predict_frame
-from shopformer.model import SEQ_FLOAT, SEQ_INT, batch_from_numpy
+from shopformer.features.vocab import first_frequent_id
+from shopformer.model.inference import predict_frame
+from shopformer.model.network import SEQ_FLOAT, SEQ_INT, batch_from_numpy
+from shopformer.scoring import job as scoring_job
+from shopformer.scoring import transforms as scoring
 from shopformer.spark import build_spark
-from shopformer.vocab import first_frequent_id
 
 log = logging.getLogger("bench")
 TOP_K = 10
 
 
 def replicated_input(
-    spark: SparkSession, cfg: Config, m: scoring_run.RegisteredModel, day: dt.date, times: int, out: Path
+    spark: SparkSession, cfg: Config, m: scoring_job.RegisteredModel, day: dt.date, times: int, out: Path
 ) -> int:
     """The date's model inputs, ``times`` copies with distinct user ids, as one Parquet folder."""
     names = m.config.aggregate_names
@@ -67,16 +69,19 @@ def replicated_input(
 
 
 def spark_passes(
-    spark: SparkSession, cfg: Config, m: scoring_run.RegisteredModel, data: Path, n: int
+    spark: SparkSession, cfg: Config, m: scoring_job.RegisteredModel, data: Path, n: int
 ) -> list[dict[str, float]]:
     """Two timed passes of the scoring UDF over the file into the ``noop`` sink."""
-    s = scoring_run.ScoringSettings.from_config(cfg)
-    shipped = scoring_run.ship(spark, m.path)
+    s = cfg.settings.scoring
+    shipped = scoring_job.ship(spark, m.path)
     spec = scoring.ScoringSpec(
-        checkpoint_file=shipped, aggregate_names=tuple(m.config.aggregate_names), top_k=TOP_K,
-        min_item_id=first_frequent_id(int(m.extra["vocab"]["hash_buckets"])), torch_threads=s.torch_threads,
-    )  # fmt: skip
-    spark.conf.set(scoring_run.ARROW_BATCH, str(s.arrow_batch_size))
+        checkpoint_file=shipped,
+        aggregate_names=tuple(m.config.aggregate_names),
+        top_k=TOP_K,
+        min_item_id=first_frequent_id(int(m.extra["vocab"]["hash_buckets"])),
+        torch_threads=s.torch_threads,
+    )
+    spark.conf.set(scoring_job.ARROW_BATCH, str(s.arrow_batch_size))
     out = []
     for i in range(2):
         t0 = time.perf_counter()
@@ -89,7 +94,7 @@ def spark_passes(
     return out
 
 
-def limit_figures(m: scoring_run.RegisteredModel, data: Path, threads: int, batch: int) -> dict[str, Any]:
+def limit_figures(m: scoring_job.RegisteredModel, data: Path, threads: int, batch: int) -> dict[str, Any]:
     """The same model over the same rows in this process: tensors first, then ``model.predict`` only."""
     loaded = scoring.load_model(m.path, threads)
     model, extra = loaded.model, loaded.extra
@@ -110,10 +115,14 @@ def limit_figures(m: scoring_run.RegisteredModel, data: Path, threads: int, batc
     )
     frame = time.perf_counter() - t1
     return {
-        "threads": threads, "batch": batch, "rows": len(pdf),
-        "model_wall_s": round(wall, 2), "users_per_s": round(len(pdf) / wall, 1),
-        "frame_wall_s": round(frame, 2), "frame_users_per_s": round(len(pdf) / frame, 1),
-    }  # fmt: skip
+        "threads": threads,
+        "batch": batch,
+        "rows": len(pdf),
+        "model_wall_s": round(wall, 2),
+        "users_per_s": round(len(pdf) / wall, 1),
+        "frame_wall_s": round(frame, 2),
+        "frame_users_per_s": round(len(pdf) / frame, 1),
+    }
 
 
 def job_figures(root: str, day: str, max_wait: float) -> dict[str, Any]:
@@ -142,14 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"run_date": ns.run_date, "machine": machine(), "spark_master": "local[2]"}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "inputs.parquet"
-        m = scoring_run.load_registered(cfg, str(cfg.get("scoring.model_version")), tmp)
+        m = scoring_job.load_registered(cfg, cfg.settings.scoring.model_version, tmp)
         spark = build_spark(cfg, "bench_score")
         n = replicated_input(spark, cfg, m, day, ns.replicate, data)
         result |= {"rows": n, "replicate": ns.replicate, "scoring_conf": cfg.section("scoring")}
         result |= {"model": f"{m.name} v{m.version}", "model_size": m.config.d_model}
         result["spark"] = spark_passes(spark, cfg, m, data, n)
         spark.stop()
-        batch = int(cfg.get("scoring.arrow_batch_size"))
+        batch = cfg.settings.scoring.arrow_batch_size
         result["limit"] = limit_figures(m, data, cores, batch)
         result["limit_1_thread"] = limit_figures(m, data, 1, batch)
     result["ratio_spark_to_limit"] = round(

@@ -29,9 +29,9 @@ import mlflow
 import torch
 from bench_ingest_sessionize import PYTHON, REPO, machine, run_step, tagged
 
-from shopformer.aggregates import feature_names
 from shopformer.config import load_config
-from shopformer.model import (
+from shopformer.features.aggregates import feature_names
+from shopformer.model.network import (
     LABELS,
     N_DOWS,
     N_EVENT_TYPES,
@@ -67,9 +67,13 @@ def random_batch(c: ModelConfig, n: int, gen: torch.Generator) -> dict[str, torc
     """A batch shaped like the snapshots' (every sequence full, every price candidate real)."""
     L, M = c.max_len, 32  # noqa: N806
     high = {
-        "seq_item": c.item_vocab_size, "seq_category": c.category_vocab_size, "seq_brand": c.brand_vocab_size,
-        "seq_event_type": N_EVENT_TYPES, "seq_hour": N_HOURS, "seq_dow": N_DOWS,
-    }  # fmt: skip
+        "seq_item": c.item_vocab_size,
+        "seq_category": c.category_vocab_size,
+        "seq_brand": c.brand_vocab_size,
+        "seq_event_type": N_EVENT_TYPES,
+        "seq_hour": N_HOURS,
+        "seq_dow": N_DOWS,
+    }
     b = {k: torch.randint(1, high[k], (n, L), generator=gen) for k in SEQ_INT}
     b |= {k: torch.rand((n, L), generator=gen) for k in SEQ_FLOAT}
     b["seq_len"] = torch.full((n,), L)
@@ -85,9 +89,13 @@ def model_figures(size: str, batch: int, steps: int, threads: int) -> dict[str, 
     cfg = load_config("local")
     names = feature_names([int(w) for w in cfg.get("snapshots.windows_days")])
     c = ModelConfig.preset(
-        size, item_vocab_size=5000, category_vocab_size=200, brand_vocab_size=500,
-        max_len=int(cfg.get("snapshots.max_len")), aggregate_names=tuple(names),
-    )  # fmt: skip
+        size,
+        item_vocab_size=5000,
+        category_vocab_size=200,
+        brand_vocab_size=500,
+        max_len=int(cfg.get("snapshots.max_len")),
+        aggregate_names=tuple(names),
+    )
     torch.set_num_threads(threads)
     model, gen = ShopformerModel(c), torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

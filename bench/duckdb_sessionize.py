@@ -117,8 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     result = run(
         ns.landing, ns.out, threads=ns.threads, gap_minutes=ns.gap_minutes, future_hours=ns.max_future_hours
     )
-    log.info("duckdb sessionized %s events into %s sessions in %.1f s", *(result[k] for k in
-             ("events", "sessions", "query_s")))  # fmt: skip
+    log.info(
+        "duckdb sessionized %s events into %s sessions in %.1f s",
+        *(result[k] for k in ("events", "sessions", "query_s")),
+    )
     sys.stdout.write(f"DUCKDB {json.dumps(result, sort_keys=True)}\n")
 
 

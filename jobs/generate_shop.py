@@ -1,56 +1,13 @@
 """Generate the synthetic shop: raw REES46-format logs (one folder per landing date) + ground truth.
 
-The bundled shop lets the whole pipeline run on a laptop with known answers: the truth tables hold every
-user's latent traits (churn date, price elasticity, ...) and the item catalog with titles. The period is
-synthetic.start_date + synthetic.days; --run-date is lineage only (or, with start_date: null, the period
-ends the day before it). Signals are documented in docs/synthetic_shop.md.
+Entry point for spark-submit and Airflow: checks the configuration (a bad value exits 2 before Spark
+starts), then runs ``shopformer.synthetic.job.main``
+(``--help`` lists the options).
 """
 
-from __future__ import annotations
+import sys
 
-from pyspark.sql import functions as F
-
-from shopformer import cli, synthetic, tables
-from shopformer.spark import build_spark
-from shopformer.synthetic_catalog import ITEMS, item_catalog
-
-
-def main() -> None:
-    p = cli.parser(__doc__)
-    args = cli.parse(p, "generate_shop")
-    cfg = args.cfg
-    shop = synthetic.ShopParams.from_config(cfg, args.run_date)
-    paths = {k: v for k, v in cfg.section("paths").items() if isinstance(v, str)}
-    out, truth = (str(cfg.get(f"synthetic.{k}")).format(**paths) for k in ("out", "truth"))
-    spark = build_spark(cfg, "generate_shop")
-
-    users = spark.range(shop.users).transform(synthetic.user_traits, p=shop)
-    items = spark.range(shop.items).transform(
-        item_catalog, seed=shop.seed, layout=shop.layout(), promo_share=shop.promo_share
-    )
-    tables.overwrite(users, f"{truth}/users", schema=synthetic.USERS, run_id=args.run_id)
-    tables.overwrite(items, f"{truth}/items", schema=ITEMS, run_id=args.run_id)
-    # Re-read the small truth tables so the event plan does not recompute them.
-    users = tables.read(spark, f"{truth}/users")
-    items = tables.read(spark, f"{truth}/items")
-    logs = users.transform(synthetic.shop_logs, items=items, p=shop)
-    tables.write_landing_files(logs, out, fmt=shop.format, partition_by=["date"])
-
-    written = spark.read.format(shop.format).option("header", "true").load(out)
-    counts = written.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count_distinct("date").alias("landing_dates"),
-        *[
-            F.count(F.when(F.col("event_type") == t, 1)).alias(t)
-            for t in ("view", "cart", "remove_from_cart", "purchase")
-        ],
-    ).first()
-    cli.emit(
-        "GENERATE_SHOP",
-        {"start": shop.start_date, "days": shop.days, "users": shop.users, "items": shop.items,
-         "out": out, **(counts.asDict() if counts else {})},
-    )  # fmt: skip
-
+from shopformer import cli
 
 if __name__ == "__main__":
-    cli.run_job(main)
+    sys.exit(cli.entry("shopformer.synthetic.job"))

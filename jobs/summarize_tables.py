@@ -1,23 +1,13 @@
 """Summarize what the pipeline's tables hold: counts per layer, rejects, sessions, snapshots, latest scores.
 
-A read-only job: the demo ends with it, and operators run it to eyeball a night's output.
+Entry point for spark-submit and Airflow: checks the configuration (a bad value exits 2 before Spark
+starts), then runs ``shopformer.ops.summary.main``
+(``--help`` lists the options).
 """
-
-from __future__ import annotations
 
 import sys
 
-from shopformer import cli, summary
-from shopformer.spark import build_spark
-
-
-def main() -> None:
-    args = cli.parse(cli.parser(__doc__), "summarize_tables")
-    spark = build_spark(args.cfg, "summarize_tables")
-    found = summary.summarize(spark, args.cfg)
-    sys.stderr.write(summary.render(found))  # for a person; the SUMMARY line is for machines
-    cli.emit("SUMMARY", found)
-
+from shopformer import cli
 
 if __name__ == "__main__":
-    cli.run_job(main)
+    sys.exit(cli.entry("shopformer.ops.summary"))

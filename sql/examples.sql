@@ -1,10 +1,10 @@
 -- Example Spark SQL queries over the nightly scores (docs/scoring.md "SQL").
 --
--- They use the temporary views that shopformer.sql_views.register_views(spark, cfg) creates:
+-- They use the temporary views that shopformer.scoring.sql_views.register_views(spark, cfg) creates:
 --   scores_user_scores, scores_latest_user_scores (newest as_of_date per source),
 --   scores_score_quality, gold_user_snapshots.
 -- Without them, replace a view name with its path-based table, e.g. delta.`data/warehouse/scores/user_scores`.
--- Each query starts at a "-- name: <id>" line (tests/test_quality.py runs every one of them) and ends with ";".
+-- Each query starts at a "-- name: <id>" line (tests/scoring/test_quality.py runs every one of them) and ends with ";".
 -- Thresholds (0.5, 0.6, 0.2 .. 0.6, LIMIT) are examples: edit them to the campaign.
 
 -- name: likely_buyers_this_week

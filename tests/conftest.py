@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from shopformer.config import Config, load_config
 from shopformer.spark import build_spark
-from tests.airflow_pipeline import Pipeline, run_pipeline
+from tests.pipeline.airflow_pipeline import Pipeline, run_pipeline
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,7 +58,7 @@ def shared_datasets() -> Path:
 
 @pytest.fixture(scope="session")
 def airflow_pipeline(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """The Airflow DAGs run once per session on a tiny shop (tests/airflow_pipeline.py): training, then
+    """The Airflow DAGs run once per session on a tiny shop (pipeline/airflow_pipeline.py): training, then
     one night, through the real Airflow of .venv-airflow and spark-submit."""
     return run_pipeline(tmp_path_factory.mktemp("airflow_root"), tmp_path_factory.mktemp("airflow_home"))
 
@@ -66,6 +66,6 @@ def airflow_pipeline(spark: SparkSession, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="session")
 def scored_root(airflow_pipeline: Pipeline) -> Path:
     """Root (paths.root) where the DAG runs left their tables, mlflow.db and ./mlruns: scores.user_scores
-    holds the night ``tests.airflow_pipeline.NIGHTLY_DS``, scored by the champion the training registered.
+    holds the night ``airflow_pipeline.NIGHTLY_DS``, scored by the champion the training registered.
     Read it with ``load_config("local", [f"paths.root={scored_root}"])``; do not write to it."""
     return airflow_pipeline.root

@@ -54,7 +54,22 @@ def catalog_events(spark: SparkSession, rows: list[tuple], source: str = "shop")
         category = rest[0] if rest else f"cat-{item[0]}"
         t = ts(when)
         full.append(
-            (f"e{n:05d}", source, user, t, t.date(), etype, item, category, item[0], price, 1, None, None,
-             t.date(), "test")
-        )  # fmt: skip
+            (
+                f"e{n:05d}",
+                source,
+                user,
+                t,
+                t.date(),
+                etype,
+                item,
+                category,
+                item[0],
+                price,
+                1,
+                None,
+                None,
+                t.date(),
+                "test",
+            )
+        )
     return spark.createDataFrame(full, BRONZE_EVENTS)

@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
 from shopformer import schemas
-from shopformer.snapshots import snapshot_schema
+from shopformer.features.snapshots import snapshot_schema
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CONF = Path(__file__).resolve().parents[1] / "conf" / "base.yaml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import logging
 import sys
@@ -34,9 +35,9 @@ class JobArgs:
     ns: argparse.Namespace
 
 
-def config_parser(description: str) -> argparse.ArgumentParser:
+def config_parser(description: str, *, add_help: bool = True) -> argparse.ArgumentParser:
     """A parser with the configuration options every entry point shares: ``--conf`` and ``--set``."""
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(description=description, add_help=add_help)
     p.add_argument("--conf", default="local", help="environment: a name in conf/ or a YAML path")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return p
@@ -68,6 +69,7 @@ def parse(p: argparse.ArgumentParser, job: str, argv: Sequence[str] | None = Non
     if end < ns.run_date:
         p.error(f"--end-date {end} is before --run-date {ns.run_date}")
     span = f"{ns.run_date}" if end == ns.run_date else f"{ns.run_date}..{end}"
+    log.info("%s settings (%s): %s", job, cfg.origin, json.dumps(cfg.settings.resolved(), default=str))
     return JobArgs(cfg=cfg, run_date=ns.run_date, end_date=end, run_id=ns.run_id or f"{job}:{span}", ns=ns)
 
 
@@ -76,28 +78,38 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_job(main: Callable[[], None]) -> None:
-    """Run a job body; expected failures print one clear line and exit 1 (nothing has been written), or
-    the error's own ``exit_code`` (3: the job ran and wrote, but a quality threshold was breached)."""
+def entry(module: str, argv: Sequence[str] | None = None) -> int:
+    """What ``jobs/<job>.py`` runs: check ``--conf``/``--set`` first (importing only the config code, so a
+    bad value exits 2 in about a second, before torch, MLflow or Spark load), then the job's ``main``."""
+    p = config_parser(module, add_help=False)  # --help reaches the job's own parser
+    ns, _ = p.parse_known_args(argv)
+    load(p, ns)  # exits 2 naming the key
+    return int(importlib.import_module(module).main(None if argv is None else list(argv)))
+
+
+def run_main(
+    job: str, p: argparse.ArgumentParser, argv: Sequence[str] | None, body: Callable[[JobArgs], None]
+) -> int:
+    """A job's ``main(argv) -> int``: parse (a usage or config error returns 2 before Spark starts), run
+    ``body``; an expected failure logs one clear line and returns 1 (nothing has been written) or the
+    error's own ``exit_code`` (3: the job ran and wrote, but a quality threshold was breached)."""
     try:
-        main()
+        args = parse(p, job, argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already explained on stderr
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        body(args)
     except ShopformerError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
-        sys.exit(getattr(exc, "exit_code", 1))
+        return int(getattr(exc, "exit_code", 1))
+    return 0
 
 
 def emit(tag: str, summary: dict[str, object]) -> None:
-    """Print a job's result as one ``TAG {json}`` line on stdout, apart from the logs on stderr.
+    """Write a job's result as one ``TAG {json}`` line on stdout, apart from the logs on stderr.
 
     Operators read it at the end of a run and Airflow can push it to XCom; it is the only thing a job
     writes to stdout, so Spark's progress bars on stderr never garble it.
     """
-    out = logging.getLogger(f"shopformer.summary.{tag.lower()}")
-    for old in list(out.handlers):  # bind to the current sys.stdout (it differs under test capture)
-        out.removeHandler(old)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    out.addHandler(handler)
-    out.setLevel(logging.INFO)
-    out.propagate = False
-    out.info("%s %s", tag, json.dumps(summary, sort_keys=True, default=str))
+    sys.stdout.write(f"{tag} {json.dumps(summary, sort_keys=True, default=str)}\n")
+    sys.stdout.flush()

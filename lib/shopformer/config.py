@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from shopformer.errors import ConfigError
+from shopformer.settings import Settings
 
 
 def _conf_dir() -> Path:
@@ -71,7 +72,10 @@ def _override_to_layer(item: str) -> dict[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like key.path=value")
     dotted, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except (yaml.YAMLError, ValueError) as exc:  # e.g. a date YAML cannot build: 2024-13-01
+        raise ConfigError(f"config key '{dotted.strip()}': bad value in --set {item} ({exc})") from exc
     layer: dict[str, Any] = {}
     node = layer
     dotted = dotted.strip()
@@ -84,27 +88,54 @@ def _override_to_layer(item: str) -> dict[str, Any]:
     return layer
 
 
+# Keys outside ``paths`` and ``tables`` whose values are path templates over ``paths`` (``{root}/...``).
+PATH_TEMPLATE_KEYS = ("train.petastorm_cache", "synthetic.out", "synthetic.truth")
+
+
+def expand(template: str, values: Mapping[str, Any], key: str) -> str:
+    """``template`` with its ``{name}`` references filled from ``values``; a ConfigError names ``key``."""
+    try:
+        return template.format(**{k: v for k, v in values.items() if isinstance(v, str)})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"config key '{key}': cannot expand {template!r} ({exc!r})") from exc
+
+
+def _local(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
 def _resolve_paths(data: dict[str, Any]) -> None:
-    """Expand ``{root}``-style references among ``paths.*`` and in ``tables.*``; make local paths absolute."""
+    """Expand ``{root}``-style references among ``paths.*``, in ``tables.*`` and ``PATH_TEMPLATE_KEYS``;
+    make local paths absolute (so a job's paths do not depend on where a later step changes directory)."""
     paths = data.get("paths", {})
     for _ in range(len(paths) + 1):  # references may chain: warehouse -> root
-        paths.update({k: str(v).format(**paths) if isinstance(v, str) else v for k, v in paths.items()})
+        paths.update(
+            {k: expand(v, paths, f"paths.{k}") if isinstance(v, str) else v for k, v in paths.items()}
+        )
     for key, value in paths.items():
-        if isinstance(value, str) and "://" not in value and key != "mlflow_tracking_uri":
-            paths[key] = str(Path(value).expanduser().resolve())
+        if isinstance(value, str) and key != "mlflow_tracking_uri":
+            paths[key] = _local(value)
     tables = data.get("tables", {})
     for key, value in tables.items():
-        tables[key] = str(value).format(**paths)
+        tables[key] = expand(str(value), paths, f"tables.{key}")
     if "mlflow_tracking_uri" in paths:
-        paths["mlflow_tracking_uri"] = str(paths["mlflow_tracking_uri"]).format(**paths)
+        paths["mlflow_tracking_uri"] = expand(
+            str(paths["mlflow_tracking_uri"]), paths, "paths.mlflow_tracking_uri"
+        )
+    for dotted in PATH_TEMPLATE_KEYS:
+        section, key = dotted.split(".")
+        if isinstance(data.get(section, {}).get(key), str):
+            data[section][key] = _local(expand(data[section][key], paths, dotted))
 
 
 @dataclass(frozen=True)
 class Config:
-    """Read-only view of the merged configuration; ``get`` names the missing key when absent."""
+    """Read-only view of the merged configuration; ``get`` names the missing key when absent. Stages read
+    typed values from ``settings``; ``get``/``section``/``table`` serve names, maps and paths."""
 
     data: Mapping[str, Any]
     origin: str
+    settings: Settings  # every section typed and checked (shopformer.settings)
 
     def get(self, dotted: str, default: Any = _MISSING) -> Any:
         node: Any = self.data
@@ -126,6 +157,10 @@ class Config:
         """Location of a Delta table by logical name (``bronze_events`` ...)."""
         return str(self.get(f"tables.{name}"))
 
+    def expand(self, template: str, key: str, **extra: str) -> str:
+        """A path template over ``paths.*`` (and ``extra``, e.g. ``date``), e.g. a source's landing path."""
+        return expand(template, {**self.section("paths"), **extra}, key)
+
 
 def load_config(env: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> Config:
     """Merge base.yaml, the environment file (a path, or a name in conf/) and ``key=value`` overrides."""
@@ -141,4 +176,4 @@ def load_config(env: str | os.PathLike[str] | None = None, overrides: Iterable[s
         _merge(data, _override_to_layer(item), f"--set {item}")
         origins.append(f"--set {item}")
     _resolve_paths(data)
-    return Config(data=data, origin=" + ".join(origins))
+    return Config(data=data, origin=" + ".join(origins), settings=Settings.build(data))

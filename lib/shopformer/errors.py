@@ -15,3 +15,9 @@ class SourceError(ShopformerError):
 
 class ReconciliationError(ShopformerError):
     """Counts written do not add up to counts read: something would have been lost."""
+
+
+class UsageError(ShopformerError):
+    """The command line asks for something the job cannot do (exit 2, as argparse's own usage errors)."""
+
+    exit_code = 2

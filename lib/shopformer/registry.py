@@ -1,8 +1,9 @@
-"""MLflow: the model as a pyfunc (checkpoint + calibrators + vocabulary inside), registration, champion gate.
+"""MLflow registry: experiments, versions, the champion alias and its rollback, vocabulary tags, the gate.
 
-The pyfunc wraps our own checkpoint file instead of mlflow.pytorch's default ``pt2`` export, which cannot
-take the model's dict inputs (../shared/stack/README.md). Scoring loads ``models:/<name>@champion`` once per
-executor. The gate re-scores the current champion on *this* run's holdout, so the comparison is fair
+The registered pyfunc itself (checkpoint + calibrators + vocabulary inside) is ``shopformer.model.pyfunc``;
+this module only moves names and aliases, so every stage can ask "which model is champion" without
+importing torch. Scoring loads ``models:/<name>@champion`` once per executor. The gate re-scores the
+current champion on *this* run's holdout, so the comparison is fair
 even when the data moved on since the champion was trained.
 """
 
@@ -13,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
@@ -24,39 +24,12 @@ CHAMPION = "champion"
 PREVIOUS = "previous_champion"  # set by promote: where a rollback goes
 
 
-class ShopformerPyfunc(mlflow.pyfunc.PythonModel):
-    """Scores snapshot rows: propensity, churn (calibrated), price_elasticity."""
-
-    def load_context(self, context: Any) -> None:
-        from shopformer.model import load_checkpoint
-
-        self.model, self.config, self.extra = load_checkpoint(context.artifacts["checkpoint"])
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from shopformer.inference import predict_frame
-
-        got = predict_frame(self.model, model_input, calibrators=self.extra.get("calibrators"))
-        return pd.DataFrame({k: got[k] for k in ("propensity", "churn", "price_elasticity")})
-
-
 def use_experiment(name: str, artifact_location: str | None) -> None:
     """Make ``name`` the active experiment, creating it with ``artifact_location`` (MLflow's default is
     ``./mlruns`` of the current directory, which scatters artifacts by wherever a job happened to run)."""
     if artifact_location is not None and mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=artifact_location)
     mlflow.set_experiment(name)
-
-
-def log_model(checkpoint: str, registered_name: str) -> str:
-    """Log the checkpoint as a pyfunc in the active run and register it; returns the new version."""
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=ShopformerPyfunc(),
-        artifacts={"checkpoint": checkpoint},
-        registered_model_name=registered_name,
-        pip_requirements=["shopformer"],  # the project's own locked environment runs it
-    )
-    return str(info.registered_model_version)
 
 
 def model_checkpoint(name: str, version_or_alias: str, dst: str) -> tuple[str, str]:
@@ -170,3 +143,14 @@ def champion_vocabulary(name: str, alias: str = CHAMPION) -> str:
             "set snapshots.vocab_version to its vocabulary explicitly"
         )
     return str(tagged)
+
+
+def __getattr__(name: str) -> Any:
+    """Models registered before the stage layout pickled their pyfunc as
+    ``shopformer.registry.ShopformerPyfunc``; unpickling them looks the name up here, so it resolves
+    (lazily: the registry does not import the model layer) to the class in ``shopformer.model.pyfunc``."""
+    if name == "ShopformerPyfunc":
+        from shopformer.model.pyfunc import ShopformerPyfunc
+
+        return ShopformerPyfunc
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

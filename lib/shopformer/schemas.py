@@ -19,6 +19,29 @@ from pyspark.sql.types import (
 
 EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
 
+# Column contracts shared by features, model and scoring (the tables below spell out their types).
+USER_KEYS = ("source", "user_id")
+SNAPSHOT_KEYS = (*USER_KEYS, "as_of_date")  # gold.user_snapshots and every scores.* table
+ITEM_KEYS = ("source", "item_id")
+# The per-position arrays of a snapshot row: integer ids / codes, and floats; SEQ_COLUMNS is table order.
+SEQ_INT_COLUMNS = ("seq_item", "seq_category", "seq_brand", "seq_event_type", "seq_hour", "seq_dow")
+SEQ_FLOAT_COLUMNS = ("seq_rel_price", "seq_log_gap", "seq_log_age")
+SEQ_COLUMNS = (
+    "seq_item",
+    "seq_category",
+    "seq_brand",
+    "seq_event_type",
+    "seq_rel_price",
+    "seq_log_gap",
+    "seq_log_age",
+    "seq_hour",
+    "seq_dow",
+)
+PRICE_LABEL_COLUMNS = ("price_n_views", "price_item", "price_rel_price", "price_bought")
+TASK_LABELS = {"propensity": "label_propensity", "churn": "label_churn"}  # model task -> label column
+SCORE_LABELS = {"propensity_7d": "label_propensity", "churn_30d": "label_churn"}  # score column -> label
+DRIFT_SCORES = (*SCORE_LABELS, "price_elasticity")  # scores whose drift (PSI) score quality watches
+
 # bronze.events: one row per accepted source event. ``ingest_date`` is the landing date the row came in
 # with (the run date of the ingest job); replacing (source, ingest_date) makes reruns idempotent.
 BRONZE_EVENTS = StructType(

@@ -1,0 +1,1 @@
+"""Gold: silver -> point-in-time user snapshots, vocabularies and item text vectors."""

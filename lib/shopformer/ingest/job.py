@@ -1,0 +1,235 @@
+"""Orchestrates one ingest run: the actions (read, persist, count, write, reconcile) around ``ingest``.
+
+Each landing date's folder is read separately (``ingest_date`` = that date) and unioned. Dispositions are
+computed once, persisted, counted with one aggregate, written as two atomic replaceWhere commits over
+(source, ingest_date in the run's dates), and re-counted from the tables: read = accepted + duplicates +
+rejected, or ``ReconciliationError``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from dataclasses import asdict, dataclass, field
+
+from py4j.protocol import Py4JJavaError
+from pyspark import StorageLevel
+from pyspark.errors.exceptions.captured import CapturedException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shopformer import cli, tables
+from shopformer.config import Config
+from shopformer.errors import ConfigError, ReconciliationError, SourceError
+from shopformer.ingest import sources
+from shopformer.ingest import transforms as ingest
+from shopformer.ingest.sources import SourceMapping
+from shopformer.schemas import BRONZE_EVENTS, BRONZE_REJECTED
+from shopformer.spark import build_spark
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """The reconciled accounting of a run (counts as re-read from the written tables)."""
+
+    source: str
+    run_id: str
+    start: str
+    end: str
+    read: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _dates(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def landing_paths(
+    cfg: Config, m: SourceMapping, start: dt.date, end: dt.date, input_path: str | None = None
+) -> list[tuple[dt.date, str]]:
+    """(landing date, folder) per date; ``input_path`` replaces the mapping's path for a single date."""
+    if input_path is not None:
+        if start != end:
+            raise ConfigError("--input names one folder, so it needs a single --run-date (no --end-date)")
+        return [(start, input_path)]
+    return [(d, sources.resolve_path(cfg, m.path, f"sources.{m.name}.path", d)) for d in _dates(start, end)]
+
+
+def read_batch(
+    spark: SparkSession, cfg: Config, m: SourceMapping, paths: list[tuple[dt.date, str]]
+) -> DataFrame:
+    """Raw rows of every landing folder, each checked against the mapping before anything runs."""
+    lookup = sources.read_lookup(spark, cfg, m)
+    key = m.lookup.key if m.lookup else None
+    frames = []
+    for day, path in paths:
+        raw = sources.read_raw(spark, m, path, day).transform(ingest.join_lookup, lookup=lookup, key=key)
+        sources.check_expressions(raw, m, path)
+        frames.append(raw)
+    return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+
+
+def candidates(raw: DataFrame, m: SourceMapping, *, max_future_hours: int) -> DataFrame:
+    """Mapped, parsed, classified rows with their event ids (before duplicate resolution)."""
+    return (
+        raw.transform(ingest.map_fields, source=m.name, fields=m.fields, exclude=m.exclude)
+        .transform(
+            ingest.parse_values, time_formats=m.time_format, time_zone=m.time_zone, event_types=m.event_types
+        )
+        .transform(ingest.classify, max_future_hours=max_future_hours)
+        .transform(ingest.assign_event_ids)
+    )
+
+
+def _existing_ids(
+    spark: SparkSession, cfg: Config, source: str, start: dt.date, end: dt.date, cand: DataFrame
+) -> DataFrame:
+    """Ids already in bronze for this source from other landing dates, within the batch's event dates."""
+    span = cand.where(F.col("reason").isNull()).agg(F.min("event_date"), F.max("event_date")).first()
+    bronze = tables.read(spark, cfg.table("bronze_events"), BRONZE_EVENTS)
+    if span is None or span[0] is None:
+        return bronze.limit(0).select("event_id")
+    return bronze.where(
+        (F.col("source") == source)
+        & F.col("event_date").between(span[0], span[1])
+        & ~F.col("ingest_date").between(start, end)
+    ).select("event_id")
+
+
+def _tally(rows: Counts) -> tuple[int, int, dict[str, int]]:
+    by = {d: sum(n for disp, _, n in rows if disp == d) for d in (ingest.ACCEPTED, ingest.DUPLICATE)}
+    reasons: dict[str, int] = {}
+    for disp, reason, n in rows:
+        if disp == ingest.REJECTED:
+            reasons[str(reason)] = reasons.get(str(reason), 0) + n
+    return by[ingest.ACCEPTED], by[ingest.DUPLICATE], dict(sorted(reasons.items()))
+
+
+Counts = list[tuple[str, str | None, int]]
+
+
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    source: str,
+    start: dt.date,
+    end: dt.date,
+    run_id: str,
+    input_path: str | None = None,
+) -> IngestReport:
+    """Ingest the landing dates [start, end] of ``source``; returns the reconciled report."""
+    m = sources.load_mapping(cfg, source)
+    hours = cfg.settings.ingest.max_future_hours
+    paths = landing_paths(cfg, m, start, end, input_path)
+    cand = candidates(read_batch(spark, cfg, m, paths), m, max_future_hours=hours)
+    cand = cand.persist(StorageLevel.MEMORY_AND_DISK)
+    resolved: DataFrame | None = None
+    try:
+        try:  # the first actions read every file: a bad file surfaces here, before any write
+            existing = _existing_ids(spark, cfg, m.name, start, end, cand)
+            resolved = ingest.resolve_duplicates(cand, existing_ids=existing)
+            resolved = resolved.persist(StorageLevel.MEMORY_AND_DISK)
+            counts = [(r[0], r[1], int(r[2])) for r in ingest.disposition_counts(resolved).collect()]
+        except (Py4JJavaError, CapturedException) as exc:
+            where = ", ".join(p for _, p in paths)
+            raise SourceError(f"failed reading the raw files at {where}: {sources.first_line(exc)}") from exc
+        cand.unpersist()  # ``resolved`` is materialized now
+        return _write_and_reconcile(spark, cfg, resolved, counts, m.name, start, end, run_id)
+    finally:
+        cand.unpersist()
+        if resolved is not None:
+            resolved.unpersist()
+
+
+def _predicate(source: str, start: dt.date, end: dt.date) -> str:
+    # Not BETWEEN: Delta's replaceWhere check cannot resolve Spark 4's BETWEEN function (INTERNAL_ERROR).
+    return f"source = '{source}' AND ingest_date >= DATE'{start}' AND ingest_date <= DATE'{end}'"
+
+
+def _write_and_reconcile(
+    spark: SparkSession,
+    cfg: Config,
+    resolved: DataFrame,
+    counts: Counts,
+    source: str,
+    start: dt.date,
+    end: dt.date,
+    run_id: str,
+) -> IngestReport:
+    predicate = _predicate(source, start, end)
+    events_path, rejected_path = cfg.table("bronze_events"), cfg.table("bronze_events_rejected")
+    tables.replace_where(
+        ingest.accepted_events(resolved, run_id=run_id),
+        events_path,
+        predicate=predicate,
+        schema=BRONZE_EVENTS,
+        partition_by=["event_date"],
+        run_id=run_id,
+    )
+    tables.replace_where(
+        ingest.rejected_records(resolved, run_id=run_id),
+        rejected_path,
+        predicate=predicate,
+        schema=BRONZE_REJECTED,
+        partition_by=["ingest_date"],
+        run_id=run_id,
+    )
+    accepted, duplicates, reasons = _tally(counts)
+    written_accepted = tables.read(spark, events_path).where(predicate).count()
+    rejected = tables.read(spark, rejected_path).where(predicate)
+    written_reasons = {r[0]: int(r[1]) for r in rejected.groupBy("reason").count().collect()}
+    read = sum(n for _, _, n in counts)
+    if written_accepted != accepted or dict(sorted(written_reasons.items())) != reasons:
+        raise ReconciliationError(
+            f"{source} {start}..{end}: classified accepted={accepted} rejected={reasons}, "
+            f"but the tables hold accepted={written_accepted} rejected={written_reasons}"
+        )
+    if accepted + duplicates + sum(reasons.values()) != read:
+        raise ReconciliationError(f"{source} {start}..{end}: read={read} but dispositions do not add up")
+    report = IngestReport(
+        source, run_id, str(start), str(end), read, accepted, duplicates, sum(reasons.values()), reasons
+    )
+    log.info("ingest reconciled: %s", report.as_dict())
+    return report
+
+
+ABOUT = """\
+Ingest raw event files for a run date (or range) into bronze.events / bronze.events_rejected.
+
+Reads each landing date's folder through the source mapping ``sources.<--source or ingest.source>``,
+rejects bad rows with a reason code, collapses duplicates, writes both tables atomically per
+(source, landing date) and prints the reconciled counts as one ``INGEST {json}`` line on stdout.
+"""
+
+
+def _ingest(args: cli.JobArgs) -> None:
+    source = args.ns.source or args.cfg.settings.ingest.source
+    spark = build_spark(args.cfg, "ingest_events")
+    report = run(
+        spark,
+        args.cfg,
+        source=source,
+        start=args.run_date,
+        end=args.end_date,
+        run_id=args.run_id,
+        input_path=args.ns.input,
+    )
+    cli.emit("INGEST", report.as_dict())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``jobs/ingest_events.py``: landing files of a date (or range) -> bronze."""
+    p = cli.parser(ABOUT)
+    p.add_argument("--source", help="source mapping name in conf `sources:` (default: ingest.source)")
+    p.add_argument("--input", help="folder or file to read instead of the mapping's path (single date)")
+    return cli.run_main("ingest_events", p, argv, _ingest)

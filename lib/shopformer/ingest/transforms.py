@@ -1,0 +1,257 @@
+"""Ingestion transforms: raw string rows -> classified canonical events. Pure: no session, no actions.
+
+Chain (see ``ingest.job``): ``join_lookup`` -> ``map_fields`` -> ``parse_values`` -> ``classify`` ->
+``assign_event_ids`` -> ``resolve_duplicates``; then ``accepted_events`` / ``rejected_records`` /
+``disposition_counts`` state the outputs. Every input row leaves ``resolve_duplicates`` exactly once with a
+disposition (accepted | duplicate | rejected) so the counts reconcile by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from shopformer.ingest.sources import CORRUPT, RESERVED
+from shopformer.schemas import BRONZE_EVENTS, BRONZE_REJECTED, names, require_columns
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+_NULL = "\u0000"  # stands for NULL inside the event-id hash, so (a, NULL) and (NULL, a) differ
+
+MAPPED = [
+    "source",
+    "user_id",
+    "item_id",
+    "category",
+    "brand",
+    "source_session_id",
+    "item_title",
+    "event_time_raw",
+    "event_type_raw",
+    "price_raw",
+    "quantity_raw",
+    "excluded",
+    "malformed",
+    "raw_record",
+    "source_file",
+    "ingest_date",
+]
+PARSED = [c for c in MAPPED if c not in ("event_type_raw", "quantity_raw")] + [
+    "event_time",
+    "event_type",
+    "price",
+    "quantity",
+]
+EVENT_COLUMNS = [
+    "source",
+    "user_id",
+    "event_time",
+    "event_date",
+    "event_type",
+    "item_id",
+    "category",
+    "brand",
+    "price",
+    "quantity",
+    "source_session_id",
+    "item_title",
+    "ingest_date",
+]
+CLASSIFIED = [*EVENT_COLUMNS, "source_file", "raw_record", "reason"]
+IDENTIFIED = ["event_id", *CLASSIFIED]
+RESOLVED = [*IDENTIFIED, "disposition"]
+
+
+def join_lookup(raw: DataFrame, *, lookup: DataFrame | None, key: str | None) -> DataFrame:
+    """Attach a side file's columns (e.g. item category/brand) by ``key``.
+
+    Side files repeat keys (the cosmetics item.csv does), and a plain join would multiply events: each
+    column collapses to its max per key, a deterministic pick.
+    """
+    if lookup is None or key is None:
+        return raw
+    require_columns(raw, [key], "join_lookup(raw)")
+    require_columns(lookup, [key], "join_lookup(lookup)")
+    extra = [c for c in lookup.columns if c != key and c not in raw.columns]
+    side = lookup.groupBy(F.col(f"`{key}`")).agg(*[F.max(F.col(f"`{c}`")).alias(c) for c in extra])
+    return raw.join(side, on=[key], how="left").select(*[F.col(f"`{c}`") for c in raw.columns + extra])
+
+
+def _clean(c: Column) -> Column:
+    """Trimmed string; blank counts as missing (CSV writers disagree on empty vs absent)."""
+    return F.nullif(F.trim(c.cast("string")), F.lit(""))
+
+
+def _exclusion(exclude: Mapping[str, str]) -> Column:
+    """The first matching exclude rule's reason code (rules apply in config order)."""
+    reason: Column | None = None
+    for code, condition in exclude.items():
+        hit = F.coalesce(F.expr(condition).cast("boolean"), F.lit(False))
+        reason = F.when(hit, F.lit(code)) if reason is None else reason.when(hit, F.lit(code))
+    return F.lit(None).cast("string") if reason is None else reason
+
+
+def map_fields(
+    raw: DataFrame, *, source: str, fields: Mapping[str, str], exclude: Mapping[str, str]
+) -> DataFrame:
+    """Evaluate the mapping's SQL over raw string columns; keep the raw record for rejects."""
+    require_columns(raw, list(RESERVED), "map_fields")
+
+    def field(name: str) -> Column:
+        return _clean(F.expr(fields.get(name) or "NULL"))
+
+    return raw.select(
+        F.lit(source).alias("source"),
+        *[field(c).alias(c) for c in ("user_id", "item_id", "category", "brand")],
+        *[field(c).alias(c) for c in ("source_session_id", "item_title")],
+        *[field(c).alias(f"{c}_raw") for c in ("event_time", "event_type", "price", "quantity")],
+        _exclusion(exclude).alias("excluded"),
+        F.col(CORRUPT).isNotNull().alias("malformed"),
+        F.col("_raw_record").alias("raw_record"),
+        F.col("_source_file").alias("source_file"),
+        F.col("_ingest_date").alias("ingest_date"),
+    )
+
+
+def _event_type(raw: Column, event_types: Mapping[str, str]) -> Column:
+    mapped: Column | None = None
+    for source_type, canonical in event_types.items():
+        hit = raw == F.lit(source_type)
+        mapped = F.when(hit, F.lit(canonical)) if mapped is None else mapped.when(hit, F.lit(canonical))
+    return F.lit(None).cast("string") if mapped is None else mapped
+
+
+def _quantity(raw: Column) -> Column:
+    """Whole positive numbers ("2" or "2.0") -> int; absent -> 1; anything else -> NULL (rejected)."""
+    q = raw.try_cast("decimal(38,6)")
+    whole = q.isNotNull() & (q == F.floor(q)) & (q > 0) & (q <= F.lit(2_147_483_647))
+    return F.when(raw.isNull(), F.lit(1)).when(whole, q.try_cast("int"))
+
+
+def parse_values(
+    mapped: DataFrame, *, time_formats: Sequence[str], time_zone: str, event_types: Mapping[str, str]
+) -> DataFrame:
+    """Typed values with ANSI-safe parsers: unparseable input becomes NULL, never an exception.
+
+    Naive local times are read in the session zone (UTC, see spark.py) and then shifted from
+    ``time_zone`` to UTC.
+    """
+    require_columns(mapped, MAPPED, "parse_values")
+    raw_time = F.col("event_time_raw")
+    parsed = [F.try_to_timestamp(raw_time, F.lit(f)) for f in time_formats]
+    local = parsed[0] if len(parsed) == 1 else F.coalesce(*parsed)
+    utc = local if time_zone.upper() == "UTC" else F.to_utc_timestamp(local, time_zone)
+    return mapped.select(
+        *[c for c in MAPPED if c not in ("event_type_raw", "quantity_raw")],
+        utc.alias("event_time"),
+        _event_type(F.col("event_type_raw"), event_types).alias("event_type"),
+        F.col("price_raw").try_cast("double").alias("price"),
+        _quantity(F.col("quantity_raw")).alias("quantity"),
+    )
+
+
+def _reason(max_future_hours: int) -> Column:
+    """First failing check wins; the order is documented in docs/ingestion.md."""
+    day_end = F.date_add(F.col("ingest_date"), 1).cast("timestamp")
+    latest = F.timestamp_add("HOUR", F.lit(max_future_hours), day_end)
+    price = F.col("price")
+    unparseable_price = price.isNull() | F.isnan(price) | (F.abs(price) == F.lit(float("inf")))
+    return (
+        F.when(F.col("malformed"), F.lit("malformed_record"))
+        .when(F.col("excluded").isNotNull(), F.col("excluded"))
+        .when(F.col("user_id").isNull(), F.lit("missing_user_id"))
+        .when(F.col("item_id").isNull(), F.lit("missing_item_id"))
+        .when(F.col("event_time").isNull(), F.lit("bad_event_time"))
+        .when(F.col("event_time") > latest, F.lit("event_time_in_future"))
+        .when(F.col("event_type").isNull(), F.lit("unknown_event_type"))
+        .when(F.col("price_raw").isNotNull() & unparseable_price, F.lit("bad_price"))
+        .when(price < 0, F.lit("negative_price"))
+        .when(F.col("quantity").isNull(), F.lit("bad_quantity"))
+    )
+
+
+def classify(parsed: DataFrame, *, max_future_hours: int) -> DataFrame:
+    """Give each row its reject reason (NULL = valid); the event date is the UTC date of the event."""
+    require_columns(parsed, PARSED, "classify")
+    return parsed.select(
+        *[c for c in EVENT_COLUMNS if c != "event_date"],
+        F.to_date("event_time").alias("event_date"),
+        "source_file",
+        "raw_record",
+        _reason(max_future_hours).alias("reason"),
+    ).select(*CLASSIFIED)
+
+
+def event_id(*parts: Column) -> Column:
+    """Deterministic 128-bit id over canonical content; NULLs hash as a marker, not as absent."""
+    joined = F.concat_ws("\u0001", *[F.coalesce(p, F.lit(_NULL)) for p in parts])
+    return F.substring(F.sha2(joined, 256), 1, 32)
+
+
+def assign_event_ids(classified: DataFrame) -> DataFrame:
+    """Id = what the event is (who, when, what, which item, at what price and quantity, in which session)."""
+    require_columns(classified, CLASSIFIED, "assign_event_ids")
+    eid = event_id(
+        F.col("source"),
+        F.col("user_id"),
+        F.unix_micros(F.col("event_time")).cast("string"),
+        F.col("event_type"),
+        F.col("item_id"),
+        F.col("price").cast("string"),
+        F.col("quantity").cast("string"),
+        F.col("source_session_id"),
+    )
+    return classified.select(eid.alias("event_id"), *CLASSIFIED)
+
+
+def resolve_duplicates(identified: DataFrame, *, existing_ids: DataFrame) -> DataFrame:
+    """Disposition per row: rejected (has a reason), duplicate (same id earlier in the batch, or already in
+    bronze from another landing date: ``existing_ids``), else accepted. The kept copy is the first by
+    (ingest_date, source_file, raw_record), so reruns keep the same one."""
+    require_columns(identified, IDENTIFIED, "resolve_duplicates")
+    require_columns(existing_ids, ["event_id"], "resolve_duplicates(existing_ids)")
+    seen = existing_ids.select("event_id").distinct().withColumn("_seen", F.lit(True))
+    # row_number is a ranking function: Spark fixes its frame, so none is named here.
+    order = Window.partitionBy("event_id").orderBy(
+        F.col("reason").isNotNull(), "ingest_date", "source_file", "raw_record"
+    )
+    disposition = (
+        F.when(F.col("reason").isNotNull(), F.lit(REJECTED))
+        .when(F.col("_seen"), F.lit(DUPLICATE))
+        .when(F.row_number().over(order) == 1, F.lit(ACCEPTED))
+        .otherwise(F.lit(DUPLICATE))
+    )
+    return identified.join(seen, on="event_id", how="left").select(
+        *IDENTIFIED, disposition.alias("disposition")
+    )
+
+
+def accepted_events(resolved: DataFrame, *, run_id: str) -> DataFrame:
+    """Rows for bronze.events."""
+    require_columns(resolved, RESOLVED, "accepted_events")
+    return (
+        resolved.where(F.col("disposition") == ACCEPTED)
+        .withColumn("ingest_run_id", F.lit(run_id))
+        .select(*names(BRONZE_EVENTS))
+    )
+
+
+def rejected_records(resolved: DataFrame, *, run_id: str) -> DataFrame:
+    """Rows for bronze.events_rejected: raw record, reason, where it came from."""
+    require_columns(resolved, RESOLVED, "rejected_records")
+    return (
+        resolved.where(F.col("disposition") == REJECTED)
+        .withColumn("ingest_run_id", F.lit(run_id))
+        .select(*names(BRONZE_REJECTED))
+    )
+
+
+def disposition_counts(resolved: DataFrame) -> DataFrame:
+    """One row per (disposition, reason) with its row count: the run's whole accounting in one aggregate."""
+    require_columns(resolved, RESOLVED, "disposition_counts")
+    return (
+        resolved.groupBy("disposition", "reason")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .select("disposition", "reason", "n")
+    )

@@ -1,0 +1,1 @@
+"""The sequence model: network, training data, distributed training, baselines, evaluation, registry."""

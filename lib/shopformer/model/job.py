@@ -1,0 +1,392 @@
+"""Orchestrates a training run: split -> init model -> TorchDistributor(Petastorm) -> evaluate next to the
+baselines on the holdout -> MLflow run with report, registered model, champion gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shopformer import cli, registry, tables
+from shopformer.config import Config
+from shopformer.features.aggregates import feature_names
+from shopformer.features.vocab import first_frequent_id
+from shopformer.model import data as train_data
+from shopformer.model import pyfunc
+from shopformer.model.baselines import run_baselines
+from shopformer.model.evaluation import Calibrator, metrics_row, ndcg_at_k, recall_at_k, spearman
+from shopformer.model.inference import TASKS, next_item_targets, predict_frame
+from shopformer.model.network import (
+    ModelConfig,
+    ShopformerModel,
+    load_checkpoint,
+    save_checkpoint,
+    vocab_fields,
+)
+from shopformer.model.report import write_report
+from shopformer.model.training import TrainSpec, spec_dict, train_worker
+from shopformer.schemas import SNAPSHOT_KEYS, TASK_LABELS
+from shopformer.spark import build_spark
+
+log = logging.getLogger(__name__)
+KEYS = SNAPSHOT_KEYS
+LABEL = TASK_LABELS
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    mlflow_run_id: str
+    model_version: str
+    promoted: bool
+    gate: str
+    split: dict[str, list[str]]
+    holdout: dict[str, float]
+    table: str
+
+
+def _shared_dir(cfg: Config) -> Path:
+    """``train.petastorm_cache``: storage the driver and every executor see. It holds Petastorm's cache and
+    the run's temporary folder (executors read the initial checkpoint, rank 0 writes the trained one)."""
+    return Path(cfg.settings.train.petastorm_cache)
+
+
+def _sample(df: DataFrame, max_rows: int, seed: int = 7) -> pd.DataFrame:
+    """At most ``max_rows`` rows on the driver (evaluation and the scaler need numbers, not all rows)."""
+    n = df.count()
+    return (
+        df.sample(fraction=min(1.0, 1.1 * max_rows / max(n, 1)), seed=seed).limit(max_rows)
+        if n > max_rows
+        else df
+    ).toPandas()
+
+
+@dataclass
+class Data:
+    """Everything the run reads, prepared once."""
+
+    split: train_data.Split
+    names: list[str]
+    rows: DataFrame  # model columns + keys of every as-of date up to the holdout
+    pandas: dict[str, pd.DataFrame]  # train / valid / holdout samples
+    sizes: dict[str, int]
+    counts: np.ndarray
+    vocab: dict[str, Any]
+    text: tuple[list[int], np.ndarray] | None
+
+
+def prepare(spark: SparkSession, cfg: Config) -> Data:
+    t = cfg.settings.train
+    snaps = train_data.read_snapshots(spark, cfg)
+    by_task = {task: train_data.labelled_dates(snaps, label) for task, label in LABEL.items()}
+    split = train_data.split_dates(by_task, holdout=t.holdout_dates, valid=t.valid_dates)
+    names = feature_names(cfg.settings.snapshots.windows_days)
+    evaluated = [x for part in (split.valid, split.holdout) for dates in part.values() for x in dates]
+    version = train_data.vocab_version_of(snaps, [*split.train, *evaluated])
+    sizes, counts, vocab = train_data.vocabulary(spark, cfg, version)
+    rows = train_data.model_columns(
+        snaps.where(F.col("as_of_date") <= max(evaluated)),
+        aggregate_names=names,
+        price_len=cfg.settings.snapshots.price_max_views,
+        keep=KEYS,
+    ).cache()
+    cap = t.max_eval_rows
+    pandas = {"train": _sample(rows.where(F.col("as_of_date").isin(split.train)), cap)}
+    for part in ("valid", "holdout"):
+        for task, dates in getattr(split, part).items():
+            pandas[f"{part}:{task}"] = _sample(rows.where(F.col("as_of_date").isin(dates)), cap)
+    for pdf in pandas.values():  # back to null labels for pandas consumers (baselines, metrics)
+        for c in LABEL.values():
+            pdf[c] = pdf[c].where(pdf[c] >= 0)
+    text = train_data.item_text(spark, cfg, vocab["tokens"].get("item", {}))
+    return Data(split, names, rows, pandas, sizes, counts, vocab, text)
+
+
+def init_model(cfg: Config, d: Data, path: str) -> None:
+    """A fresh model with the scaler fitted on training rows, item text and frequencies set; saved for
+    the workers together with what scoring needs (vocabulary, windows)."""
+    config = ModelConfig.preset(
+        cfg.settings.train.model_size,
+        **vocab_fields(d.sizes),
+        max_len=cfg.settings.snapshots.max_len,
+        aggregate_names=tuple(d.names),
+        text_dim=0 if d.text is None else int(d.text[1].shape[1]),
+    )
+    model = ShopformerModel(config)
+    model.scaler.fit(d.pandas["train"][d.names].to_numpy(dtype=np.float64))
+    if model.wide is not None:
+        _warm_start_wide(model, d.pandas["train"], d.names)
+    model.set_item_counts(d.counts)
+    if d.text is not None:
+        model.set_item_text(np.asarray(d.text[0]), d.text[1])
+    if source := cfg.settings.train.init_from:
+        _transfer(model, source, d.vocab["version"], str(Path(path).parent))
+    extra = {"vocab": d.vocab, "windows_days": list(cfg.settings.snapshots.windows_days)}
+    save_checkpoint(path, model, extra=extra)
+
+
+def _warm_start_wide(model: ShopformerModel, train: pd.DataFrame, names: list[str]) -> None:
+    """Start the heads as a logistic regression on the scaled aggregates (one per task) with the deep
+    part's contribution at zero: fine-tuning begins where the logistic baseline ends, and early stopping
+    (which also scores the starting weights) keeps it unless the sequence adds something on validation."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    with torch.no_grad():
+        x = model.scaler(torch.as_tensor(train[names].to_numpy(dtype=np.float64))).numpy()
+        for row, (task, head) in enumerate(
+            (("propensity", model.propensity_head), ("churn", model.churn_head))
+        ):
+            y = train[LABEL[task]].to_numpy(dtype=np.float64)
+            keep = ~np.isnan(y)
+            if keep.sum() < 50 or np.unique(y[keep]).size < 2:
+                log.warning("wide path of %s not warm-started: %d labelled rows", task, int(keep.sum()))
+                continue
+            fit = LogisticRegression(C=1.0, max_iter=2000).fit(x[keep], y[keep])
+            model.wide.weight[row] = torch.as_tensor(fit.coef_[0], dtype=torch.float32)
+            model.wide.bias[row] = float(fit.intercept_[0])
+            head.weight.zero_()
+            head.bias.zero_()
+
+
+def _transfer(model: ShopformerModel, source: str, vocab_version: str, tmp: str) -> None:
+    """Start from another model's weights: a checkpoint path, ``models:/<name>@<alias>`` or
+    ``models:/<name>/<version>`` (e.g. another platform's registered model)."""
+    if source.startswith("models:/"):
+        name, sep, ref = source.removeprefix("models:/").partition("@")
+        if not sep:
+            name, _, ref = name.partition("/")
+        _, source = registry.model_checkpoint(name, ref, tmp)
+    old, _, extra = load_checkpoint(source)
+    same = extra.get("vocab", {}).get("version") == vocab_version
+    copied, skipped = model.transfer_from(old.state_dict(), same_vocab=same)
+    log.info(
+        "transfer from %s (same vocabulary: %s): %d tensors copied, %d kept fresh: %s",
+        source,
+        same,
+        len(copied),
+        len(skipped),
+        skipped,
+    )
+    mlflow.log_params({"transfer_from": source, "transfer_copied": len(copied)})
+
+
+def _converter(df: DataFrame, shards: int) -> Any:
+    """Petastorm needs at least one Parquet row group per shard: write >= 2 files per training process."""
+    from petastorm.spark import make_spark_converter
+
+    return make_spark_converter(df.drop(*KEYS).repartition(max(2 * shards, df.rdd.getNumPartitions())))
+
+
+def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, out: str, run_id: str) -> dict:
+    """Petastorm converters over Spark rows + TorchDistributor: same code locally, on executors, on GPUs."""
+    import torch
+    from petastorm.spark import SparkDatasetConverter
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    t = cfg.settings.train
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{_shared_dir(cfg)}")
+    labelled = d.rows.where(F.col("as_of_date").isin(d.split.train))
+    valid_dates = sorted({x for dates in d.split.valid.values() for x in dates})
+    procs = t.num_processes
+    pre, fine = _converter(d.rows, procs), _converter(labelled, procs)
+    valid = _converter(d.rows.where(F.col("as_of_date").isin(valid_dates)), procs)
+    try:
+        spec = TrainSpec(
+            init_checkpoint=init,
+            pretrain_converter=pre,
+            finetune_converter=fine,
+            pretrain_rows=len(pre),
+            finetune_rows=len(fine),
+            checkpoint_path=out,
+            batch_size=t.batch_size,
+            pretrain_epochs=t.pretrain_epochs if not t.init_from else 0,
+            finetune_epochs=t.finetune_epochs,
+            lr=t.lr,
+            seed=t.seed,
+            mlflow_uri=mlflow.get_tracking_uri(),
+            mlflow_run_id=run_id,
+            valid_converter=valid,
+            valid_rows=len(valid),
+            patience=t.patience,
+            next_item_weight=t.finetune_next_item_weight,
+        )
+        mlflow.log_params({f"train.{k}": v for k, v in spec_dict(spec).items() if k != "mlflow_uri"})
+        log.info("rows: pretrain %d, fine-tune %d, validation %d", len(pre), len(fine), len(valid))
+        gpu = torch.cuda.is_available() if t.use_gpu == "auto" else bool(t.use_gpu)
+        dist = TorchDistributor(
+            num_processes=t.num_processes,
+            local_mode=spark.sparkContext.master.startswith("local"),
+            use_gpu=gpu,
+        )
+        return dist.run(train_worker, spec) or {}
+    finally:
+        for conv in (pre, fine, valid):
+            conv.delete()
+
+
+def evaluate_model(model: Any, d: Data, name: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
+    """(metric rows, holdout predictions, calibrators): per task, calibrated on its valid dates and measured
+    on its holdout dates."""
+    rows, preds, calibrators = [], [], {}
+    for task in TASKS:
+        valid, hold = d.pandas[f"valid:{task}"], d.pandas[f"holdout:{task}"]
+        pv, ph = predict_frame(model, valid)[task], predict_frame(model, hold)[task]
+        yv, yh = valid[LABEL[task]].to_numpy(), hold[LABEL[task]].to_numpy()
+        cal = Calibrator.fit(yv[yv >= 0], pv[yv >= 0])
+        calibrators[task] = cal.to_dict()
+        p = cal.apply(ph)
+        rows.append(metrics_row(name, task, "holdout", yh[yh >= 0], p[yh >= 0]))
+        preds.append(pd.DataFrame({"model": name, "task": task, "y_true": yh[yh >= 0], "p": p[yh >= 0]}))
+    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True), calibrators
+
+
+def extra_metrics(spark: SparkSession, cfg: Config, model: Any, d: Data) -> dict[str, float]:
+    """Next-item recall/NDCG@20 and, on the synthetic shop, elasticity vs the true one (Spearman)."""
+    hold = d.pandas["holdout:propensity"]
+    top, target = next_item_targets(
+        model, hold, k=20, min_item_id=first_frequent_id(int(d.vocab["hash_buckets"]))
+    )
+    out = {"next_item_recall_at_20": recall_at_k(top, target), "next_item_ndcg_at_20": ndcg_at_k(top, target)}
+    truth = Path(cfg.settings.synthetic.truth) / "users"
+    if tables.exists(spark, str(truth)) and (hold["source"] == "synthetic").any():
+        true = (
+            tables.read(spark, str(truth))
+            .select(F.col("user_id").cast("string"), "price_elasticity")
+            .toPandas()
+        )
+        est = pd.DataFrame(
+            {"user_id": hold["user_id"], "est": predict_frame(model, hold)["price_elasticity"]}
+        )
+        both = est.groupby("user_id", as_index=False)["est"].mean().merge(true, on="user_id")
+        out["elasticity_spearman"] = spearman(both["est"], both["price_elasticity"])
+        # Level, not rank: the model's mean elasticity of P(buy | view) next to the mean true beta
+        # (expected about beta x (1 - P(buy at the end of a mission)) ~ 0.5 beta; docs/training.md).
+        out["elasticity_mean"] = float(both["est"].mean())
+        out["elasticity_true_mean"] = float(both["price_elasticity"].mean())
+    return out
+
+
+def _champion_rows(d: Data, name: str, tmp: str) -> tuple[str | None, dict[str, float] | None]:
+    """The current champion re-scored on this run's holdout (None when there is no champion)."""
+    found = registry.champion_checkpoint(name, tmp)
+    if found is None:
+        return None, None
+    version, path = found
+    old, _, _ = load_checkpoint(path)
+    if list(old.config.aggregate_names) != d.names:
+        log.warning("champion v%s uses other features; it is compared on its own logged metrics", version)
+    rows, _, _ = evaluate_model(old, d, "champion")
+    return version, {
+        f"{r['task']}_{k}": float(r[k]) for r in rows.to_dict("records") for k in ("roc_auc", "pr_auc")
+    }
+
+
+def _gate_and_register(
+    cfg: Config, d: Data, ckpt: str, new: dict[str, float], tmp: str
+) -> tuple[str, bool, str]:
+    t = cfg.settings.train
+    name = t.registered_model
+    _, old = _champion_rows(d, name, tmp)
+    ok, why = registry.gate(new, old, metrics=list(t.gate_metrics), min_delta=t.gate_min_delta)
+    version = pyfunc.log_model(ckpt, name)
+    registry.tag_vocabulary(name, version, str(d.vocab["version"]))
+    if ok:
+        registry.promote(name, version)
+    mlflow.set_tags({"gate": why, "promoted": str(ok)})
+    log.info("model %s v%s: %s", name, version, why)
+    return version, ok, why
+
+
+def _report(
+    cfg: Config, d: Data, model_rows: pd.DataFrame, model_preds: pd.DataFrame, tmp: str
+) -> tuple[pd.DataFrame, str]:
+    runs = [
+        run_baselines(
+            d.pandas["train"], d.pandas[f"valid:{t}"], d.pandas[f"holdout:{t}"], tasks=(t,), threads=1
+        )
+        for t in TASKS
+    ]
+    held = [r.results[r.results["split"] == "holdout"] for r in runs]
+    results = pd.concat([model_rows, *held], ignore_index=True)
+    preds = pd.concat([model_preds, *[r.predictions for r in runs]], ignore_index=True)
+    rep = write_report(results, preds, Path(tmp) / "report", model_name="shopformer")
+    (Path(tmp) / "report" / "table.txt").write_text(rep.table + "\n")  # what the demo's summary shows
+    mlflow.log_artifacts(str(Path(tmp) / "report"), artifact_path="report")
+    for r in results.to_dict("records"):
+        mlflow.log_metrics(
+            {
+                f"holdout_{r['model']}_{r['task']}_{k}": float(r[k])
+                for k in ("roc_auc", "pr_auc", "log_loss", "ece", "lift_top_decile")
+                if pd.notna(r.get(k))
+            }
+        )
+    return results, rep.table
+
+
+def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> TrainReport:
+    """Train, evaluate next to the baselines, log, register and gate; returns what happened."""
+    d = prepare(spark, cfg)
+    mlflow.set_tracking_uri(str(cfg.get("paths.mlflow_tracking_uri")))
+    registry.use_experiment(cfg.settings.train.experiment, cfg.settings.paths.mlflow_artifacts)
+    shared = _shared_dir(cfg)
+    shared.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=shared) as tmp, mlflow.start_run(run_name=run_id) as active:
+        mlflow.log_params(
+            {
+                "run_date": run_date.isoformat(),
+                "vocab_version": d.vocab["version"],
+                "model_size": cfg.settings.train.model_size,
+            }
+        )
+        mlflow.log_params({f"conf.{k}": v for k, v in cfg.settings.resolved().items() if v is not None})
+        init, ckpt = f"{tmp}/init.pt", f"{tmp}/model.pt"
+        init_model(cfg, d, init)
+        result = distributed_train(spark, cfg, d, init=init, out=ckpt, run_id=active.info.run_id)
+        if "best_finetune_epoch" in result:
+            mlflow.log_metric("best_finetune_epoch", result["best_finetune_epoch"])
+        model, _, extra = load_checkpoint(ckpt)
+        rows, preds, calibrators = evaluate_model(model, d, "shopformer")
+        save_checkpoint(ckpt, model, extra={**extra, "calibrators": calibrators})
+        others = extra_metrics(spark, cfg, model, d)
+        mlflow.log_metrics(others)
+        _, table = _report(cfg, d, rows, preds, tmp)
+        new = {
+            f"{r['task']}_{k}": float(r[k]) for r in rows.to_dict("records") for k in ("roc_auc", "pr_auc")
+        }
+        version, promoted, why = _gate_and_register(cfg, d, ckpt, new, tmp)
+        log.info("training result: %s", {k: v for k, v in result.items() if k != "pretrain"})
+    split = {"train": [x.isoformat() for x in d.split.train]}
+    for part in ("valid", "holdout"):
+        split |= {f"{part}:{t}": [x.isoformat() for x in v] for t, v in getattr(d.split, part).items()}
+    return TrainReport(active.info.run_id, version, promoted, why, split, {**new, **others}, table)
+
+
+ABOUT = """\
+Train the sequence model on gold.user_snapshots and register it; print the model-vs-baselines table.
+
+Time-based split (train / valid / holdout by as-of date), next-item pretraining then fine-tuning of the
+heads through TorchDistributor with Petastorm data, calibration on valid, evaluation on the holdout next to
+the baselines, an MLflow run with the report, and the `champion` alias moved only if the gate passes.
+"""
+
+
+def _train(args: cli.JobArgs) -> None:
+    spark = build_spark(args.cfg, "train")
+    report = run(spark, args.cfg, run_date=args.run_date, run_id=args.run_id)
+    sys.stderr.write(report.table + "\n")
+    cli.emit("TRAIN", {k: v for k, v in asdict(report).items() if k != "table"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``jobs/train.py``: train, evaluate next to the baselines, register, gate."""
+    return cli.run_main("train", cli.parser(ABOUT), argv, _train)

@@ -1,0 +1,225 @@
+"""The training function TorchDistributor runs in every process: pretrain (next item), then fine-tune heads.
+
+``train_worker(spec)`` is a plain module-level function of plain-data arguments, so it pickles to local
+processes, cluster executors or GPUs alike. Data arrive through Petastorm converters, one shard per rank,
+with a fixed number of steps per epoch on every rank (DDP needs them in lock step). Only rank 0 logs to
+MLflow and writes the checkpoint; every rank returns the same summary (TorchDistributor's return value is
+not reliably rank 0's in local mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything a worker needs, as plain data (pickled once per process)."""
+
+    init_checkpoint: str  # the starting model: fresh (scaler fitted, text vectors set) or a registered one
+    pretrain_converter: Any  # petastorm SparkDatasetConverter over all sequences (features only)
+    finetune_converter: Any  # ... over the labelled training rows
+    pretrain_rows: int
+    finetune_rows: int
+    checkpoint_path: str  # where rank 0 writes the trained model
+    batch_size: int = 256
+    pretrain_epochs: int = 2  # 0 skips pretraining (e.g. fine-tuning a transferred model)
+    finetune_epochs: int = 3  # at most; fewer when the validation loss stops improving
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    seed: int = 7
+    mlflow_uri: str | None = None
+    mlflow_run_id: str | None = None
+    valid_converter: Any = None  # labelled validation rows: early stopping and the best epoch's weights
+    valid_rows: int = 0
+    patience: int = 3  # fine-tune epochs without a better validation loss before stopping
+    next_item_weight: float = 0.2  # next-item loss kept in fine-tuning: the conversion head shares the item
+    # table with next-item scoring, and without it fine-tuning erodes the pretrained item embeddings
+
+
+def _setup(spec: TrainSpec) -> tuple[Any, int, int, Any]:
+    """(device, rank, world size, dist module) with the process group up when world > 1."""
+    import torch
+    import torch.distributed as dist
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    use_gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_gpu else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if use_gpu else "cpu")
+    torch.manual_seed(spec.seed)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(world, 1)))
+    return device, rank, world, dist
+
+
+def _build(spec: TrainSpec, device: Any) -> tuple[Any, dict[str, Any]]:
+    from shopformer.model.network import load_checkpoint
+
+    model, _, extra = load_checkpoint(spec.init_checkpoint)
+    return model.to(device), extra
+
+
+def _batches(
+    converter: Any, spec: TrainSpec, names: tuple[str, ...], rank: int, world: int, steps: int
+) -> Iterator[dict]:
+    """``steps`` batches of this rank's shard (cycling), as the model's batch dicts."""
+    from shopformer.model.network import batch_from_numpy
+
+    with converter.make_torch_dataloader(
+        batch_size=spec.batch_size, cur_shard=rank, shard_count=world, num_epochs=None, workers_count=1
+    ) as loader:
+        it = iter(loader)
+        for _ in range(steps):
+            raw = next(it)
+            yield batch_from_numpy({k: v.numpy() for k, v in raw.items()}, names)
+
+
+def _epoch(
+    model: Any, opt: Any, batches: Iterator[dict], device: Any, stage: str, weights: Mapping[str, float]
+) -> dict[str, float]:
+    """One pass of ``batches``; returns the mean of every loss part."""
+    sums: dict[str, float] = {}
+    n = 0
+    core = getattr(model, "module", model)
+    for b in batches:
+        b = {k: v.to(device) for k, v in b.items()}
+        if stage == "pretrain":
+            out = model(b)
+            parts = {"next_item": core.pretrain_loss(b, out)}
+            parts["total"] = parts["next_item"]
+        else:
+            parts = core.losses(b, model(b), weights)
+        opt.zero_grad()
+        parts["total"].backward()
+        opt.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def _validate(model: Any, spec: TrainSpec, ctx: tuple[Any, int, int], dist: Any) -> dict[str, float]:
+    """Mean fine-tuning losses on the validation rows (each rank its shard, averaged over ranks), so
+    every rank takes the same early-stopping decision."""
+    import torch
+
+    device, rank, world = ctx
+    core = getattr(model, "module", model)
+    steps = max(1, spec.valid_rows // (spec.batch_size * world))
+    names = tuple(core.config.aggregate_names)
+    core.eval()
+    sums: dict[str, float] = {}
+    with torch.no_grad():
+        for b in _batches(spec.valid_converter, spec, names, rank, world, steps):
+            b = {k: v.to(device) for k, v in b.items()}
+            for k, v in core.losses(b, core(b), {"next_item": spec.next_item_weight}).items():
+                sums[k] = sums.get(k, 0.0) + float(v) / steps
+    keys = sorted(sums)
+    vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(vec)
+        vec /= world
+    return {f"valid_{k}": float(x) for k, x in zip(keys, vec.tolist(), strict=True)}
+
+
+def _log(spec: TrainSpec, rank: int, metrics: Mapping[str, float], step: int) -> None:
+    if rank != 0 or not spec.mlflow_run_id:
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(spec.mlflow_uri)
+    with mlflow.start_run(run_id=spec.mlflow_run_id):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+
+
+class _Best:
+    """Early-stopping bookkeeping: the lowest validation loss so far, its epoch and a copy of its weights."""
+
+    def __init__(self) -> None:
+        self.loss, self.epoch, self.state, self.waited = math.inf, 0, None, 0
+
+    def offer(self, loss: float, epoch: int, core: Any) -> None:
+        if loss < self.loss:
+            self.loss, self.epoch, self.waited = loss, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        else:
+            self.waited += 1
+
+
+def _stage(
+    spec: TrainSpec, model: Any, ctx: tuple[Any, int, int], stage: str, dist: Any = None
+) -> list[dict[str, float]]:
+    """Epochs of one stage. Fine-tuning with validation rows keeps the best epoch's weights and stops
+    after ``patience`` epochs without a lower validation loss (``valid_total``)."""
+    import torch
+
+    device, rank, world = ctx
+    core = getattr(model, "module", model)
+    conv, rows, epochs = (
+        (spec.pretrain_converter, spec.pretrain_rows, spec.pretrain_epochs)
+        if stage == "pretrain"
+        else (spec.finetune_converter, spec.finetune_rows, spec.finetune_epochs)
+    )
+    steps = max(1, rows // (spec.batch_size * world))  # same on every rank: DDP steps in lock step
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    validate = stage == "finetune" and spec.valid_converter is not None
+    history: list[dict[str, float]] = []
+    best = _Best()
+    if validate:  # the starting weights are a candidate too (epoch 0): training must beat them
+        best.offer(_validate(model, spec, ctx, dist)["valid_total"], 0, core)
+        _log(spec, rank, {"finetune_valid_total": best.loss}, step=0)
+    names, weights = tuple(core.config.aggregate_names), {"next_item": spec.next_item_weight}
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        m = _epoch(model, opt, _batches(conv, spec, names, rank, world, steps), device, stage, weights)
+        m["sequences_per_s"] = steps * spec.batch_size * world / (time.perf_counter() - t0)
+        if validate:
+            m |= _validate(model, spec, ctx, dist)
+            best.offer(m["valid_total"], epoch, core)
+            m["best_epoch"] = best.epoch
+        history.append(m)
+        _log(spec, rank, {f"{stage}_{k}": v for k, v in m.items()}, step=epoch - int(not validate))
+        if rank == 0:
+            log.info("%s epoch %d/%d: %s", stage, epoch, epochs, m)
+        if validate and best.waited >= spec.patience:
+            break
+    if best.state is not None:
+        core.load_state_dict(best.state)
+    return history
+
+
+def train_worker(spec: TrainSpec) -> dict[str, Any]:
+    """Pretrain + fine-tune on this rank's shards; rank 0 writes the checkpoint. Same return on all ranks."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from shopformer.model.network import save_checkpoint
+
+    device, rank, world, dist = _setup(spec)
+    core, extra = _build(spec, device)
+    model = DistributedDataParallel(core, find_unused_parameters=True) if world > 1 else core
+    result: dict[str, Any] = {"world_size": world, "device": str(device)}
+    if spec.pretrain_epochs:
+        result["pretrain"] = _stage(spec, model, (device, rank, world), "pretrain")
+    result["finetune"] = _stage(spec, model, (device, rank, world), "finetune", dist)
+    if spec.valid_converter is not None:  # 0: the starting weights were never beaten
+        result["best_finetune_epoch"] = result["finetune"][-1]["best_epoch"] if result["finetune"] else 0
+    if rank == 0:
+        save_checkpoint(spec.checkpoint_path, core.cpu(), extra=extra)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def spec_dict(spec: TrainSpec) -> dict[str, Any]:
+    """The loggable part of a spec (no converters)."""
+    return {f.name: getattr(spec, f.name) for f in fields(spec) if not f.name.endswith("_converter")}

@@ -1,0 +1,1 @@
+"""Operations over the whole pipeline: the demo, the summary, forgetting users, promoting models."""

@@ -1,0 +1,1 @@
+"""Scores: nightly pandas-UDF inference into scores.*, score quality and SQL views."""

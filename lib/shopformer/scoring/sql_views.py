@@ -1,0 +1,82 @@
+"""Spark SQL temporary views over the path-based Delta tables, and the documented example queries.
+
+The tables live at paths (no metastore), so SQL users either write ``delta.`/path``` or call
+``register_views(spark, cfg)`` once per session and query ``scores_user_scores``,
+``scores_latest_user_scores``, ``scores_score_quality`` and ``gold_user_snapshots`` by name
+(docs/scoring.md "SQL"; the queries in sql/examples.sql use these names).
+
+Views are SQL text (``CREATE TEMP VIEW ... AS SELECT * FROM delta.`path```), not DataFrames: Spark
+re-analyses a SQL view on every query, so a view created before tonight's run shows tonight's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql.types import StructType
+
+from shopformer import tables
+from shopformer.config import Config
+from shopformer.features.snapshots import snapshot_schema
+from shopformer.schemas import SCORES_SCORE_QUALITY, SCORES_USER_SCORES
+
+log = logging.getLogger(__name__)
+EXAMPLES = Path(__file__).resolve().parents[3] / "sql" / "examples.sql"
+_NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+
+# The newest as_of_date per source: what CRM tools want without knowing which night ran last.
+LATEST = """
+CREATE OR REPLACE TEMP VIEW scores_latest_user_scores AS
+SELECT s.*
+FROM scores_user_scores AS s
+JOIN (SELECT source, max(as_of_date) AS as_of_date FROM scores_user_scores GROUP BY source) AS m
+  ON s.source = m.source AND s.as_of_date = m.as_of_date
+"""
+
+
+def delta_ref(path: str) -> str:
+    """The path-based table name Spark SQL understands: delta.`/path` (backticks in the path doubled)."""
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
+def _view(spark: SparkSession, name: str, path: str, schema: StructType) -> None:
+    """A view of the Delta table at ``path``; an absent table becomes an empty view of its schema, so
+    the example queries still run (and return nothing) before the first night has written it."""
+    if tables.exists(spark, path):
+        spark.sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {delta_ref(path)}")
+    else:
+        log.warning("no Delta table at %s: %s is an empty view", path, name)
+        spark.createDataFrame([], schema).createOrReplaceTempView(name)
+
+
+def register_views(spark: SparkSession, cfg: Config) -> list[str]:
+    """Create (or replace) the session's temporary views; returns their names."""
+    windows = list(cfg.settings.snapshots.windows_days)
+    sources = {
+        "scores_user_scores": ("scores_user_scores", SCORES_USER_SCORES),
+        "scores_score_quality": ("scores_score_quality", SCORES_SCORE_QUALITY),
+        "gold_user_snapshots": ("gold_user_snapshots", snapshot_schema(windows)),
+    }
+    for name, (table, schema) in sources.items():
+        _view(spark, name, cfg.table(table), schema)
+    spark.sql(LATEST)
+    names = [*sources, "scores_latest_user_scores"]
+    log.info("temporary views: %s", names)
+    return names
+
+
+def example_queries(path: str | Path = EXAMPLES) -> dict[str, str]:
+    """The example queries by name: each starts at a ``-- name: <id>`` line and ends at the next one
+    (trailing ``;`` removed, comments kept: they document the query)."""
+    text = Path(path).read_text()
+    marks = list(_NAME.finditer(text))
+    if not marks:
+        raise ValueError(f"{path}: no '-- name: ...' lines")
+    out: dict[str, str] = {}
+    for mark, nxt in zip(marks, [*marks[1:], None], strict=True):
+        body = text[mark.end() : nxt.start() if nxt else len(text)].strip()
+        out[mark.group(1)] = body.rstrip(";").strip()
+    return out

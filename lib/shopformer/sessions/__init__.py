@@ -1,0 +1,1 @@
+"""Silver: bronze.events -> silver.events / silver.sessions (transforms, job)."""

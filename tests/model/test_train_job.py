@@ -1,0 +1,97 @@
+"""Training end to end on real engines: snapshots in Delta -> Petastorm -> TorchDistributor (2 local
+processes) -> MLflow (SQLite) registered model -> champion gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+
+from shopformer import registry, tables
+from shopformer.config import Config, load_config
+from shopformer.features import job as snapshots_job
+from shopformer.model import job as train_job
+from shopformer.schemas import SILVER_EVENTS
+from tests.features.test_snapshots import random_rows, silver
+
+pytestmark = pytest.mark.slow
+TINY = [
+    "train.model_size=tiny",
+    "train.pretrain_epochs=1",
+    "train.finetune_epochs=1",
+    "train.batch_size=64",
+    "train.num_processes=2",
+    "snapshots.max_len=8",
+    "snapshots.every_days=7",
+    "snapshots.windows_days=[7,30]",
+    "snapshots.price_max_views=4",
+    "train.max_eval_rows=5000",
+]
+
+
+def test_gate_promotes_only_a_better_model() -> None:
+    metrics = ["propensity_roc_auc", "churn_roc_auc"]
+    new = {"propensity_roc_auc": 0.71, "churn_roc_auc": 0.69}
+    assert registry.gate(new, None, metrics=metrics, min_delta=0.0)[0]
+    assert registry.gate(
+        new, {"propensity_roc_auc": 0.70, "churn_roc_auc": 0.69}, metrics=metrics, min_delta=0.0
+    )[0]
+    ok, why = registry.gate(
+        new, {"propensity_roc_auc": 0.70, "churn_roc_auc": 0.70}, metrics=metrics, min_delta=0.0
+    )
+    assert not ok and "churn_roc_auc" in why and "propensity" not in why
+    assert not registry.gate(
+        new, {"propensity_roc_auc": 0.70, "churn_roc_auc": 0.60}, metrics=metrics, min_delta=0.05
+    )[0]
+
+
+@pytest.fixture(scope="module")
+def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """A small random shop over 120 days, sessionized into silver and snapshotted weekly."""
+    root: Path = tmp_path_factory.mktemp("train")
+    cfg = load_config("local", [f"paths.root={root}", *TINY])
+    events = silver(spark, random_rows(seed=21, users=120, n=6000, days=120))
+    tables.overwrite(events, cfg.table("silver_events"), schema=SILVER_EVENTS, run_id="t")
+    snapshots_job.run(
+        spark, cfg, start=dt.date(2024, 1, 15), end=dt.date(2024, 4, 22), run_id="s", build_vocab=True
+    )
+    return cfg
+
+
+def test_training_registers_a_champion_and_the_gate_keeps_it_against_a_worse_model(
+    spark: SparkSession, shop: Config
+) -> None:
+    first = train_job.run(spark, shop, run_date=dt.date(2024, 4, 30), run_id="train:1")
+    assert (first.model_version, first.promoted) == ("1", True)
+    assert set(first.split) == {
+        "train",
+        "valid:propensity",
+        "holdout:propensity",
+        "valid:churn",
+        "holdout:churn",
+    }
+    assert max(first.split["train"]) < min(first.split["valid:churn"] + first.split["valid:propensity"])
+    assert 0.0 <= first.holdout["propensity_roc_auc"] <= 1.0
+    # A second run that must beat the champion by more than any AUC can: registered, not promoted.
+    strict = load_config("local", [f"paths.root={shop.get('paths.root')}", *TINY, "train.gate_min_delta=1.0"])
+    second = train_job.run(spark, strict, run_date=dt.date(2024, 4, 30), run_id="train:2")
+    assert (second.model_version, second.promoted) == ("2", False)
+    assert "kept the champion" in second.gate
+    mlflow.set_tracking_uri(str(shop.get("paths.mlflow_tracking_uri")))
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("shopformer", "champion").version) == "1"
+    run = client.get_run(first.mlflow_run_id)
+    assert "finetune_total" in run.data.metrics  # logged by rank 0 from inside TorchDistributor
+    assert "finetune_valid_total" in run.data.metrics  # early stopping watches the validation dates
+    assert run.data.metrics["best_finetune_epoch"] in (0, 1)  # 0: the warm start was never beaten
+    assert any(a.path == "report" for a in client.list_artifacts(first.mlflow_run_id))
+    # The registered pyfunc scores snapshot rows with calibrated probabilities.
+    model = mlflow.pyfunc.load_model("models:/shopformer@champion")
+    rows = tables.read(spark, shop.table("gold_user_snapshots")).limit(20).toPandas()
+    scores = model.predict(rows)
+    assert list(scores.columns) == ["propensity", "churn", "price_elasticity"]
+    assert scores["propensity"].between(0, 1).all() and (scores["price_elasticity"] < 0).all()

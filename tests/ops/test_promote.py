@@ -1,0 +1,108 @@
+"""Model rollback on a real MLflow registry (SQLite): the promote job moves ``champion`` and remembers the
+displaced version as ``previous_champion``; bad versions change nothing. Versions are registered directly
+(no training): the job only moves aliases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+
+from shopformer import registry, tables
+from shopformer.config import load_config
+from shopformer.errors import ConfigError
+from shopformer.features.job import _vocabulary
+from shopformer.ops.jobs import job_main
+from shopformer.schemas import GOLD_VOCABULARIES
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = "shopformer"
+
+
+@pytest.fixture
+def registry_root(tmp_path: Path) -> Path:
+    """A registry with versions 1..3 of the model and no alias."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    client.create_registered_model(NAME)
+    for n in range(3):
+        (tmp_path / f"m{n}").mkdir()
+        client.create_model_version(NAME, source=str(tmp_path / f"m{n}"))
+    return tmp_path
+
+
+def promote(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> dict:
+    """Run jobs/promote_model.py in-process; its PROMOTE line, or {"exit": code} when it exits."""
+    argv = ["--run-date", "2024-03-01", *args, "--set", f"paths.root={root}"]
+    rc = job_main("promote_model")(argv)
+    if rc != 0:
+        return {"exit": rc}
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("PROMOTE ")]
+    assert len(lines) == 1
+    return json.loads(lines[0].removeprefix("PROMOTE "))
+
+
+def aliases(root: Path) -> dict[str, str]:
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    return {a: str(v) for a, v in MlflowClient().get_registered_model(NAME).aliases.items()}
+
+
+def test_promote_then_roll_back_and_forward(
+    registry_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(*args: str) -> dict:
+        return promote(registry_root, capsys, monkeypatch, *args)
+
+    assert run("--rollback") == {"exit": 1}  # nothing to roll back to yet
+    assert run("--version", "1") == {"model": NAME, "champion": "1", "was": None}
+    assert aliases(registry_root) == {"champion": "1"}
+    assert run("--version", "3") == {"model": NAME, "champion": "3", "was": "1"}
+    assert run("--rollback") == {"model": NAME, "champion": "1", "was": "3"}
+    assert aliases(registry_root) == {"champion": "1", "previous_champion": "3"}
+    assert run("--rollback") == {"model": NAME, "champion": "3", "was": "1"}  # undo the rollback
+    assert run("--version", "9") == {"exit": 1}  # no such version: nothing moves
+    assert aliases(registry_root) == {"champion": "3", "previous_champion": "1"}
+    assert registry.champion_version(NAME) == "3"
+    assert run("--version", "3") == {"model": NAME, "champion": "3", "was": "3"}  # re-promote: no-op
+    assert aliases(registry_root) == {"champion": "3", "previous_champion": "1"}
+
+
+def test_champion_vocabulary_follows_the_alias_and_names_what_is_missing(registry_root: Path) -> None:
+    with pytest.raises(registry.RegistryError, match="no 'champion' alias"):
+        registry.champion_vocabulary(NAME)
+    registry.promote(NAME, "2")
+    with pytest.raises(registry.RegistryError, match="v2 \\(champion\\) has no 'vocab_version' tag"):
+        registry.champion_vocabulary(NAME)
+    registry.tag_vocabulary(NAME, "1", "v2024-01-01")
+    registry.tag_vocabulary(NAME, "2", "v2024-02-05")
+    registry.tag_vocabulary(NAME, "3", "v2024-03-04")  # newer vocabulary, but not the champion
+    assert registry.champion_vocabulary(NAME) == "v2024-02-05"
+    registry.promote(NAME, "1")
+    assert registry.champion_vocabulary(NAME) == "v2024-01-01"
+
+
+def test_snapshots_with_vocab_version_champion_use_the_champions_vocabulary(
+    spark: SparkSession, registry_root: Path
+) -> None:
+    cfg = load_config("local", [f"paths.root={registry_root}", "snapshots.vocab_version=champion"])
+    rows = [(v, "item", "a", 66, 3, 64) for v in ("v2024-01-01", "v2024-02-05", "v2024-03-04")]
+    tables.replace_where(
+        spark.createDataFrame(rows, GOLD_VOCABULARIES),
+        cfg.table("gold_vocabularies"),
+        predicate="true",
+        schema=GOLD_VOCABULARIES,
+        partition_by=["vocab_version"],
+        run_id="test",
+    )
+    with pytest.raises(ConfigError, match=r"'snapshots\.vocab_version' is 'champion': model 'shopformer'"):
+        _vocabulary(spark, cfg, spark.range(0), build=None, run_id="test")
+    registry.tag_vocabulary(NAME, "2", "v2024-02-05")
+    registry.promote(NAME, "2")
+    got = _vocabulary(spark, cfg, spark.range(0), build=None, run_id="test")
+    assert [r["vocab_version"] for r in got.collect()] == ["v2024-02-05"]  # not the newest, v2024-03-04

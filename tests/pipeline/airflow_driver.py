@@ -1,0 +1,122 @@
+"""Drives the real Airflow of ``.venv-airflow`` for test_airflow.py, which runs in ``.venv`` (Airflow
+must never be installed there). Run with ``.venv-airflow/bin/python``; AIRFLOW_HOME, the DAGs folder, the
+Variable and the connection come from the environment. Each command writes one JSON file:
+
+    OUT.json inspect                       DagBag load (errors, time, heavy modules) + each DAG's facts
+    OUT.json run DAG_ID ISO-DATETIME [TASK]  db migrate, dag.test() of that logical date (UTC; only TASK
+                                           runs when given, the others are marked success): task states,
+                                           rendered argv
+
+SHOPFORMER_TEST_NO_RETRIES=1 sets every task's retries to 0 first: a broken run fails at once instead of
+waiting out the DAG's retry delay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HEAVY = ("pyspark", "torch", "shopformer", "mlflow", "delta")
+
+
+def _dagbag() -> tuple[Any, float]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    t0 = time.perf_counter()
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    return bag, time.perf_counter() - t0
+
+
+def _task_facts(task: Any) -> dict[str, Any]:
+    return {
+        "operator": [c.__name__ for c in type(task).__mro__],
+        "upstream": sorted(task.upstream_task_ids),
+        "downstream": sorted(task.downstream_task_ids),
+        "retries": task.retries,
+        "retry_delay_s": task.retry_delay.total_seconds(),
+        "timeout_s": task.execution_timeout.total_seconds() if task.execution_timeout else None,
+        "depends_on_past": task.depends_on_past,
+        "application": task.application,
+        "display_name": task.task_display_name,
+    }
+
+
+def _dag_facts(dag: Any, first: datetime, last: datetime) -> dict[str, Any]:
+    """What the scheduler sees: the DAG after serialization, and the runs it creates for [first, last]."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    runs = [i.logical_date.isoformat() for i in scheduler_dag.iter_dagrun_infos_between(first, last)]
+    return {
+        "timetable": type(dag.timetable).__name__,
+        "cron": dag.timetable.expression,
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "start_date": dag.start_date.isoformat(),
+        "runs_between": runs,
+        "tasks": {t.task_id: _task_facts(t) for t in dag.tasks},
+    }
+
+
+def inspect(out: Path) -> None:
+    import airflow  # noqa: F401  (Airflow itself is not what the load time measures)
+
+    before = set(sys.modules)
+    bag, seconds = _dagbag()
+    loaded = set(sys.modules) - before
+    first, last = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 19, tzinfo=UTC)
+    out.write_text(
+        json.dumps(
+            {
+                "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+                "load_seconds": seconds,
+                "file_seconds": {Path(s.file).name: s.duration.total_seconds() for s in bag.dagbag_stats},
+                "heavy_modules": sorted(m for m in loaded if m.split(".")[0] in HEAVY),
+                "dags": {d.dag_id: _dag_facts(d, first, last) for d in bag.dags.values()},
+            },
+            default=str,
+        )
+    )
+
+
+def run(dag_id: str, day: str, out: Path, only: str | None = None) -> None:
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.utils import db
+    from airflow.utils.session import create_session
+
+    db.upgradedb()
+    bag, _ = _dagbag()
+    dag = bag.get_dag(dag_id)
+    if os.environ.get("SHOPFORMER_TEST_NO_RETRIES") == "1":
+        for task in dag.tasks:
+            task.retries = 0
+    t0 = time.perf_counter()
+    logical = datetime.fromisoformat(day).replace(tzinfo=UTC)  # naive: UTC
+    dr = dag.test(logical_date=logical, mark_success_pattern=f"(?!{only}$).*" if only else None)
+    tasks = {}
+    with create_session() as session:
+        for ti in dr.get_task_instances(session=session):
+            rendered = RenderedTaskInstanceFields.get_templated_fields(ti, session=session) or {}
+            tasks[ti.task_id] = {
+                "state": str(ti.state),
+                "try_number": ti.try_number,
+                "application": rendered.get("application"),
+                "application_args": rendered.get("application_args"),
+            }
+    result = {"state": str(dr.state), "seconds": time.perf_counter() - t0, "tasks": tasks}
+    out.write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    out, cmd, *rest = sys.argv[1:]
+    if cmd == "inspect":
+        inspect(Path(out))
+    elif cmd == "run":
+        run(rest[0], rest[1], Path(out), *(rest[2:3]))
+    else:
+        sys.exit(f"unknown command {cmd!r}: inspect | run")

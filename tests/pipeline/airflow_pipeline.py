@@ -1,0 +1,154 @@
+"""The Airflow DAGs run for real on a tiny synthetic shop, once per test session (fixtures in conftest.py).
+
+The history before the DAG runs (generate the shop, ingest + sessionize its landing folders) runs in this
+process's Spark session, as one backfill range: it is set-up, not what is under test. Then Airflow 3.3 in
+its own virtualenv (``.venv-airflow``: the test process must not import it) runs ``dag.test()`` of
+``shopformer_training`` and of ``shopformer_nightly`` through tests/pipeline/airflow_driver.py; each task
+spark-submits the real job with the Variable and connection below. Runs with cwd = the root; MLflow's
+artifacts land in ``{root}/mlruns`` (``paths.mlflow_artifacts``) beside ``mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shopformer.ops.jobs import job_main
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
+START, LAST_LANDING = "2024-01-01", "2024-01-17"  # 16 days of events; late rows land the day after
+# Logical dates on each DAG's schedule (nightly 02:00, training Mondays 04:00 UTC).
+TRAIN_DS = "2024-01-15"  # as-of dates 2024-01-03 .. 2024-01-15 every 2 days; 7-day labels up to ~01-09
+NIGHTLY_DS = "2024-01-07"  # a night whose 7-day labels have matured: score quality has something to judge
+LOOKBACK_DAYS = 12
+SHOP = ["synthetic.users=400", "synthetic.items=100", "synthetic.days=16", f"synthetic.start_date={START}"]
+# A tiny, fast model (as tests/model/test_train_job.py) on as-of dates every 2 days with 7-day horizons.
+MODEL = [
+    "snapshots.every_days=2",
+    "snapshots.churn_horizon_days=7",
+    "snapshots.max_len=8",
+    "snapshots.windows_days=[7,30]",
+    "snapshots.price_max_views=4",
+    "train.model_size=tiny",
+    "train.pretrain_epochs=1",
+    "train.finetune_epochs=1",
+    "train.batch_size=64",
+    "train.num_processes=1",
+    "train.holdout_dates=1",
+    "train.valid_dates=1",
+    "train.max_eval_rows=5000",
+    "scoring.top_k=3",
+    "quality.min_rows=1000",  # a tiny night is recorded, not judged: its evaluate_scores must succeed
+]
+SMALL_SPARK = [
+    "spark.conf.spark.sql.shuffle.partitions=2",
+    "spark.conf.spark.default.parallelism=2",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=2",
+    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=2",
+]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Where the DAG runs left everything, and what Airflow reported of them."""
+
+    root: Path
+    home: Path  # AIRFLOW_HOME (SQLite metadata DB)
+    sets: list[str]  # the Variable's --set overrides
+    training: dict
+    nightly: dict
+
+
+def overrides(root: Path) -> list[str]:
+    return [f"paths.root={root}", *SHOP, *MODEL, *SMALL_SPARK]
+
+
+def variable(root: Path, extra_sets: tuple[str, ...] = ()) -> dict:
+    """Variable shopformer_config as a deployment on this machine would write it (airflow_dags docstring)."""
+    return {
+        "repo": str(REPO),
+        "python": sys.executable,
+        "spark_submit": str(Path(sys.executable).parent / "spark-submit"),
+        "conf": "local",
+        "set": [*overrides(root), *extra_sets],
+        "spark_conf": {  # C1-only JIT + serial GC: ~1/3 less CPU for these short-lived driver JVMs
+            "spark.driver.memory": "1g",
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        },
+        "env": {"SPARK_LOCAL_IP": "127.0.0.1"},
+        "train_lookback_days": LOOKBACK_DAYS,
+    }
+
+
+def airflow_env(home: Path, var: dict) -> dict[str, str]:
+    # This process's own Spark gateway must not leak into the spark-submits Airflow starts.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "_PYSPARK", "SPARK_HOME"))}
+    return env | {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow_dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "AIRFLOW_VAR_SHOPFORMER_CONFIG": json.dumps(var),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def ensure_airflow_venv() -> None:
+    """``./dev airflow-setup``: reuses .venv-airflow in about a second when the lock did not change."""
+    subprocess.run([str(REPO / "dev"), "airflow-setup"], cwd=REPO, check=True, timeout=900)
+
+
+def drive(env: dict[str, str], cwd: Path, *args: str, timeout: int = 1800) -> dict:
+    """Run tests/pipeline/airflow_driver.py under .venv-airflow; its JSON result (its log goes to a file). The
+    timeout only guards against a hang: on a busy shared 2-core machine one night took 15 minutes."""
+    out = cwd / f"airflow-{'-'.join(args)}.json"
+    log = out.with_suffix(".log")
+    cmd = [str(AIRFLOW_PYTHON), str(REPO / "tests" / "pipeline" / "airflow_driver.py"), str(out), *args]
+    with log.open("w") as fh:
+        try:
+            done = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"airflow driver {args} timed out:\n{log.read_text()[-6000:]}")
+    if done.returncode != 0 or not out.exists():
+        pytest.fail(f"airflow driver {args} exited {done.returncode}:\n{log.read_text()[-6000:]}")
+    return json.loads(out.read_text())
+
+
+def _job(name: str, *argv: str) -> None:
+    """A job's main() in this process: build_spark returns the test session, so no JVM starts."""
+    rc = job_main(name)(list(argv))
+    assert rc == 0, f"{name} {argv} exited {rc}"
+
+
+def history(root: Path) -> None:
+    """The shop and its silver tables up to the last landing folder: what earlier nights left."""
+    sets = [a for s in overrides(root) for a in ("--set", s)]
+    _job("generate_shop", "--run-date", START, *sets)
+    for job in ("ingest_events", "sessionize"):
+        _job(job, "--run-date", START, "--end-date", LAST_LANDING, *sets)
+
+
+def run_pipeline(root: Path, home: Path) -> Pipeline:
+    """History, then dag.test() of the weekly training and of one night (failing fast: no retries)."""
+    ensure_airflow_venv()
+    history(root)
+    env = airflow_env(home, variable(root)) | {"SHOPFORMER_TEST_NO_RETRIES": "1"}
+    training = drive(env, root, "run", "shopformer_training", f"{TRAIN_DS}T04:00:00")
+    nightly = drive(env, root, "run", "shopformer_nightly", f"{NIGHTLY_DS}T02:00:00")
+    return Pipeline(root, home, overrides(root), training, nightly)
+
+
+def copy_root(src: Path, dst: Path) -> Path:
+    """A copy of a pipeline root for a test that must not change the shared one."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("petastorm_cache", "*.log"))
+    return dst

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from shopformer import errors
 from shopformer.config import Config, load_config
 from shopformer.errors import ShopformerError
 
@@ -88,21 +89,42 @@ def entry(module: str, argv: Sequence[str] | None = None) -> int:
 
 
 def run_main(
-    job: str, p: argparse.ArgumentParser, argv: Sequence[str] | None, body: Callable[[JobArgs], None]
+    job: str,
+    p: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    body: Callable[[JobArgs], None],
+    *,
+    tag: str | None = None,
 ) -> int:
-    """A job's ``main(argv) -> int``: parse (a usage or config error returns 2 before Spark starts), run
-    ``body``; an expected failure logs one clear line and returns 1 (nothing has been written) or the
-    error's own ``exit_code`` (3: the job ran and wrote, but a quality threshold was breached)."""
+    """A job's ``main(argv) -> int``: parse, run ``body``, and map a failure to its exit code
+    (``errors.classify``; the table is in docs/operations.md). A failing job logs one clear line (a
+    traceback too when the failure was unexpected) and still prints its one result line,
+    ``TAG {"error": ..., "exit_code": ...}``, unless ``body`` printed it already (score quality)."""
+    tag = tag or job.upper()
     try:
         args = parse(p, job, argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already explained on stderr
-        return exc.code if isinstance(exc.code, int) else 2
+        code = exc.code if isinstance(exc.code, int) else errors.USAGE
+        if code:
+            emit(tag, {"error": "usage: see stderr", "exit_code": code})
+        return code
+    commits, emitted = errors.commits(), _emitted[0]
     try:
         body(args)
-    except ShopformerError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        return int(getattr(exc, "exit_code", 1))
-    return 0
+    except Exception as exc:
+        failure = errors.classify(exc, committed=errors.commits() - commits)
+        if failure.expected:
+            log.error("%s", failure.message)
+        else:
+            log.exception("%s", failure.message)
+        if _emitted[0] == emitted:
+            summary = {"error": failure.message, "exit_code": failure.exit_code, "run_id": args.run_id}
+            emit(tag, summary | {"committed": errors.commits() - commits})
+        return failure.exit_code
+    return errors.DONE
+
+
+_emitted = [0]  # result lines printed by this process (run_main prints an error line only if none was)
 
 
 def emit(tag: str, summary: dict[str, object]) -> None:
@@ -113,3 +135,4 @@ def emit(tag: str, summary: dict[str, object]) -> None:
     """
     sys.stdout.write(f"{tag} {json.dumps(summary, sort_keys=True, default=str)}\n")
     sys.stdout.flush()
+    _emitted[0] += 1

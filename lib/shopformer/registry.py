@@ -17,6 +17,7 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from shopformer import errors
 from shopformer.errors import ShopformerError
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def promote(name: str, version: str) -> str | None:
     if old is not None and old != version:
         client.set_registered_model_alias(name, PREVIOUS, old)
     client.set_registered_model_alias(name, CHAMPION, version)
+    errors.note_commit()
     log.info("model %s: champion v%s (was v%s)", name, version, old)
     return old
 

@@ -11,6 +11,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from shopformer import errors
+
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +73,7 @@ def replace_where(
         .partitionBy(*partition_by)
         .save(path)
     )
+    errors.note_commit()
 
 
 def merge_upsert(
@@ -91,6 +94,7 @@ def merge_upsert(
     data = _conform(df, schema)
     if not exists(spark, path):
         spark.createDataFrame([], schema).write.format("delta").partitionBy(*partition_by).save(path)
+        errors.note_commit()
     cond = " AND ".join([f"t.{k} = s.{k}" for k in keys] + [f"({target_filter.replace('{t}', 't')})"])
     spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
     try:
@@ -105,6 +109,7 @@ def merge_upsert(
             merge = merge.whenNotMatchedBySourceDelete(delete_unmatched_where.replace("{t}", "t"))
         log.info("merging into %s on %s", path, keys)
         merge.execute()
+        errors.note_commit()
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
 
@@ -120,6 +125,7 @@ def overwrite(df: DataFrame, path: str, *, schema: StructType, run_id: str) -> N
         .option("userMetadata", run_id)
         .save(path)
     )
+    errors.note_commit()
 
 
 def write_landing_files(df: DataFrame, path: str, *, fmt: str, partition_by: Sequence[str]) -> None:
@@ -131,6 +137,7 @@ def write_landing_files(df: DataFrame, path: str, *, fmt: str, partition_by: Seq
     if fmt == "csv":
         writer = writer.option("header", "true")
     writer.format(fmt).save(path)
+    errors.note_commit()
 
 
 def delete_matching(spark: SparkSession, path: str, keys: DataFrame, on: str, *, run_id: str) -> int:

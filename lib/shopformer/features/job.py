@@ -236,4 +236,4 @@ def main(argv: list[str] | None = None) -> int:
     """``jobs/build_snapshots.py``: point-in-time snapshots of a date (or weekly dates of a range)."""
     p = cli.parser(ABOUT)
     p.add_argument("--build-vocab", action="store_true", help="build a new vocabulary version first")
-    return cli.run_main("build_snapshots", p, argv, _build)
+    return cli.run_main("build_snapshots", p, argv, _build, tag="SNAPSHOTS")

@@ -19,7 +19,7 @@ from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shopformer import cli, tables
+from shopformer import cli, errors, tables
 from shopformer.config import Config
 from shopformer.errors import ConfigError, ReconciliationError, SourceError
 from shopformer.ingest import sources
@@ -141,6 +141,8 @@ def run(
             resolved = resolved.persist(StorageLevel.MEMORY_AND_DISK)
             counts = [(r[0], r[1], int(r[2])) for r in ingest.disposition_counts(resolved).collect()]
         except (Py4JJavaError, CapturedException) as exc:
+            if (resource := errors.resource_failure(exc)) is not None:  # out of memory: not a bad file
+                raise resource from exc
             where = ", ".join(p for _, p in paths)
             raise SourceError(f"failed reading the raw files at {where}: {sources.first_line(exc)}") from exc
         cand.unpersist()  # ``resolved`` is materialized now
@@ -232,4 +234,4 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(ABOUT)
     p.add_argument("--source", help="source mapping name in conf `sources:` (default: ingest.source)")
     p.add_argument("--input", help="folder or file to read instead of the mapping's path (single date)")
-    return cli.run_main("ingest_events", p, argv, _ingest)
+    return cli.run_main("ingest_events", p, argv, _ingest, tag="INGEST")

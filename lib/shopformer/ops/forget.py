@@ -135,4 +135,4 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", required=True, help="a file of user ids (one a line) or id1,id2,...")
     p.add_argument("--source", help="only this source's rows (default: every source)")
     p.add_argument("--vacuum-hours", type=float, help="VACUUM the user tables afterwards, retaining H hours")
-    return cli.run_main("forget_users", p, argv, _forget)
+    return cli.run_main("forget_users", p, argv, _forget, tag="FORGET")

@@ -29,4 +29,4 @@ def main(argv: list[str] | None = None) -> int:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--version", help="registry version number to make champion")
     which.add_argument("--rollback", action="store_true", help="back to the previous champion")
-    return cli.run_main("promote_model", p, argv, _promote)
+    return cli.run_main("promote_model", p, argv, _promote, tag="PROMOTE")

@@ -172,4 +172,4 @@ def _summarize(args: cli.JobArgs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``jobs/summarize_tables.py``: what the tables hold, for a person and as one SUMMARY line."""
-    return cli.run_main("summarize_tables", cli.parser(ABOUT), argv, _summarize)
+    return cli.run_main("summarize_tables", cli.parser(ABOUT), argv, _summarize, tag="SUMMARY")

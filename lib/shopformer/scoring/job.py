@@ -249,4 +249,4 @@ def _score(args: cli.JobArgs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``jobs/score_users.py``: the champion's scores of a date's snapshots (or of a range's dates)."""
-    return cli.run_main("score_users", cli.parser(ABOUT), argv, _score)
+    return cli.run_main("score_users", cli.parser(ABOUT), argv, _score, tag="SCORES")

@@ -186,4 +186,4 @@ def _evaluate(args: cli.JobArgs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``jobs/evaluate_scores.py``: score quality of the scored dates (exit 3 on a breach)."""
-    return cli.run_main("evaluate_scores", cli.parser(ABOUT), argv, _evaluate)
+    return cli.run_main("evaluate_scores", cli.parser(ABOUT), argv, _evaluate, tag="QUALITY")

@@ -6,6 +6,9 @@ Variable and the connection come from the environment. Each command writes one J
     OUT.json run DAG_ID ISO-DATETIME [TASK]  db migrate, dag.test() of that logical date (UTC; only TASK
                                            runs when given, the others are marked success): task states,
                                            rendered argv
+    OUT.json exit-codes                    the provider's SparkSubmitHook runs a fake spark-submit that
+                                           exits 1, then 3: what the DAG file's exit_codes() reads from
+                                           each failure it raises
 
 SHOPFORMER_TEST_NO_RETRIES=1 sets every task's retries to 0 first: a broken run fails at once instead of
 waiting out the DAG's retry delay.
@@ -13,9 +16,11 @@ waiting out the DAG's retry delay.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,11 +117,37 @@ def run(dag_id: str, day: str, out: Path, only: str | None = None) -> None:
     out.write_text(json.dumps(result, default=str))
 
 
+def exit_codes(out: Path) -> None:
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    path = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / "shopformer_dags.py"
+    spec = importlib.util.spec_from_file_location("shopformer_dags", path)
+    assert spec is not None and spec.loader is not None
+    dags = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dags)
+    with tempfile.TemporaryDirectory() as folder:  # the provider runs spark-submit from PATH only
+        fake = Path(folder) / "spark-submit"
+        fake.write_text('#!/bin/sh\necho "fake spark-submit $*"\nexit "$FAKE_EXIT"\n')
+        fake.chmod(0o755)
+        os.environ["PATH"] = os.pathsep.join([folder, os.environ["PATH"]])
+        got: dict[str, Any] = {}
+        for code in (1, 3):
+            hook = SparkSubmitHook(conn_id="spark_default", env_vars={"FAKE_EXIT": str(code)})
+            try:
+                hook.submit("app.py")
+                got[str(code)] = "no error"
+            except Exception as exc:
+                got[str(code)] = {"error": type(exc).__name__, "exit_codes": sorted(dags.exit_codes(exc))}
+    out.write_text(json.dumps(got))
+
+
 if __name__ == "__main__":
     out, cmd, *rest = sys.argv[1:]
     if cmd == "inspect":
         inspect(Path(out))
     elif cmd == "run":
         run(rest[0], rest[1], Path(out), *(rest[2:3]))
+    elif cmd == "exit-codes":
+        exit_codes(Path(out))
     else:
-        sys.exit(f"unknown command {cmd!r}: inspect | run")
+        sys.exit(f"unknown command {cmd!r}: inspect | run | exit-codes")

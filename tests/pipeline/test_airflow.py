@@ -57,6 +57,18 @@ def test_dagbag_loads_both_dags_cheaply(dag_facts: dict) -> None:
     assert dag_facts["file_seconds"]["shopformer_dags.py"] < 3.0
 
 
+def test_evaluate_scores_reads_the_exit_code_from_the_providers_failure(tmp_path: Path) -> None:
+    """The DAG file reads spark-submit's exit code from the error the installed provider raises (no private
+    attribute): exit 3 is told apart from any other failure."""
+    ap.ensure_airflow_venv()
+    env = ap.airflow_env(tmp_path, ap.variable(tmp_path))
+    got = ap.drive(env, tmp_path, "exit-codes")
+    assert got == {
+        "1": {"error": "AirflowException", "exit_codes": [1]},
+        "3": {"error": "AirflowException", "exit_codes": [3]},
+    }
+
+
 def _chain(ids: list[str]) -> dict[str, tuple[list[str], list[str]]]:
     return {t: (ids[i - 1 : i] if i else [], ids[i + 1 : i + 2]) for i, t in enumerate(ids)}
 

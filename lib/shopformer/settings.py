@@ -128,9 +128,15 @@ class SparkSettings:
 class IngestSettings:
     source: str
     max_future_hours: int
+    max_age_days: int
+    max_reject_share: float
 
     def checks(self) -> dict[str, bool]:
-        return {"max_future_hours": self.max_future_hours >= 0}
+        return {
+            "max_future_hours": self.max_future_hours >= 0,
+            "max_age_days": self.max_age_days >= 1,
+            "max_reject_share": 0 <= self.max_reject_share <= 1,
+        }
 
 
 @dataclass(frozen=True)

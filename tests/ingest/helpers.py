@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 from pathlib import Path
@@ -49,7 +50,7 @@ def with_mapping(cfg: Config, name: str, **changes: Any) -> Config:
     section = copy.deepcopy(data["sources"]["rees46"])
     section.update(changes)
     data["sources"][name] = section
-    return Config(data=data, origin=cfg.origin + " + test mapping")
+    return dataclasses.replace(cfg, data=data, origin=cfg.origin + " + test mapping")
 
 
 def raw_frame(

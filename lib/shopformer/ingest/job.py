@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field, replace
 
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
@@ -21,7 +22,7 @@ from pyspark.sql import functions as F
 
 from shopformer import cli, errors, tables
 from shopformer.config import Config
-from shopformer.errors import ConfigError, ReconciliationError, SourceError
+from shopformer.errors import BadInputError, ConfigError, ReconciliationError, SourceError
 from shopformer.ingest import sources
 from shopformer.ingest import transforms as ingest
 from shopformer.ingest.sources import SourceMapping
@@ -44,6 +45,7 @@ class IngestReport:
     duplicates: int
     rejected: int
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    bad_input: list[str] = field(default_factory=list)  # landing dates breaching ingest.max_reject_share
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -78,14 +80,16 @@ def read_batch(
     return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
-def candidates(raw: DataFrame, m: SourceMapping, *, max_future_hours: int) -> DataFrame:
+def candidates(
+    raw: DataFrame, m: SourceMapping, *, max_future_hours: int, max_age_days: int = 3650
+) -> DataFrame:
     """Mapped, parsed, classified rows with their event ids (before duplicate resolution)."""
     return (
         raw.transform(ingest.map_fields, source=m.name, fields=m.fields, exclude=m.exclude)
         .transform(
             ingest.parse_values, time_formats=m.time_format, time_zone=m.time_zone, event_types=m.event_types
         )
-        .transform(ingest.classify, max_future_hours=max_future_hours)
+        .transform(ingest.classify, max_future_hours=max_future_hours, max_age_days=max_age_days)
         .transform(ingest.assign_event_ids)
     )
 
@@ -106,15 +110,36 @@ def _existing_ids(
 
 
 def _tally(rows: Counts) -> tuple[int, int, dict[str, int]]:
-    by = {d: sum(n for disp, _, n in rows if disp == d) for d in (ingest.ACCEPTED, ingest.DUPLICATE)}
+    by = {d: sum(n for disp, _, n, _ in rows if disp == d) for d in (ingest.ACCEPTED, ingest.DUPLICATE)}
     reasons: dict[str, int] = {}
-    for disp, reason, n in rows:
+    for disp, reason, n, _ in rows:
         if disp == ingest.REJECTED:
             reasons[str(reason)] = reasons.get(str(reason), 0) + n
     return by[ingest.ACCEPTED], by[ingest.DUPLICATE], dict(sorted(reasons.items()))
 
 
-Counts = list[tuple[str, str | None, int]]
+Counts = list[tuple[str, str | None, int, dt.date]]  # (disposition, reason, rows, landing date)
+
+
+def bad_days(rows: Counts, days: list[dt.date], *, max_share: float, filters: Collection[str]) -> list[str]:
+    """One line per landing date that accepted no row, or whose share of defect rejects (every reason but
+    the mapping's own ``exclude`` filters) among the rows read passes ``max_share``."""
+    found = []
+    for day in days:
+        mine = [(disp, reason, n) for disp, reason, n, d in rows if d == day]
+        read = sum(n for _, _, n in mine)
+        accepted = sum(n for disp, _, n in mine if disp == ingest.ACCEPTED)
+        defects: dict[str, int] = {}
+        for disp, reason, n in mine:
+            if disp == ingest.REJECTED and reason not in filters:
+                defects[str(reason)] = defects.get(str(reason), 0) + n
+        share = sum(defects.values()) / read if read else 1.0
+        top = ", ".join(f"{r} {n}" for r, n in sorted(defects.items(), key=lambda kv: -kv[1])[:3])
+        if accepted == 0:
+            found.append(f"{day}: accepted no row of {read} read ({top or 'nothing rejected'})")
+        elif share > max_share:
+            found.append(f"{day}: rejected {share:.1%} of {read} rows > ingest.max_reject_share ({top})")
+    return found
 
 
 def run(
@@ -129,9 +154,10 @@ def run(
 ) -> IngestReport:
     """Ingest the landing dates [start, end] of ``source``; returns the reconciled report."""
     m = sources.load_mapping(cfg, source)
-    hours = cfg.settings.ingest.max_future_hours
+    limits = cfg.settings.ingest
     paths = landing_paths(cfg, m, start, end, input_path)
-    cand = candidates(read_batch(spark, cfg, m, paths), m, max_future_hours=hours)
+    raw = read_batch(spark, cfg, m, paths)
+    cand = candidates(raw, m, max_future_hours=limits.max_future_hours, max_age_days=limits.max_age_days)
     cand = cand.persist(StorageLevel.MEMORY_AND_DISK)
     resolved: DataFrame | None = None
     try:
@@ -139,14 +165,16 @@ def run(
             existing = _existing_ids(spark, cfg, m.name, start, end, cand)
             resolved = ingest.resolve_duplicates(cand, existing_ids=existing)
             resolved = resolved.persist(StorageLevel.MEMORY_AND_DISK)
-            counts = [(r[0], r[1], int(r[2])) for r in ingest.disposition_counts(resolved).collect()]
+            counts = [(r[0], r[1], int(r[2]), r[3]) for r in ingest.disposition_counts(resolved).collect()]
         except (Py4JJavaError, CapturedException) as exc:
             if (resource := errors.resource_failure(exc)) is not None:  # out of memory: not a bad file
                 raise resource from exc
             where = ", ".join(p for _, p in paths)
             raise SourceError(f"failed reading the raw files at {where}: {sources.first_line(exc)}") from exc
         cand.unpersist()  # ``resolved`` is materialized now
-        return _write_and_reconcile(spark, cfg, resolved, counts, m.name, start, end, run_id)
+        report = _write_and_reconcile(spark, cfg, resolved, counts, m.name, start, end, run_id)
+        bad = bad_days(counts, [d for d, _ in paths], max_share=limits.max_reject_share, filters=m.exclude)
+        return replace(report, bad_input=bad)
     finally:
         cand.unpersist()
         if resolved is not None:
@@ -190,7 +218,7 @@ def _write_and_reconcile(
     written_accepted = tables.read(spark, events_path).where(predicate).count()
     rejected = tables.read(spark, rejected_path).where(predicate)
     written_reasons = {r[0]: int(r[1]) for r in rejected.groupBy("reason").count().collect()}
-    read = sum(n for _, _, n in counts)
+    read = sum(n for _, _, n, _ in counts)
     if written_accepted != accepted or dict(sorted(written_reasons.items())) != reasons:
         raise ReconciliationError(
             f"{source} {start}..{end}: classified accepted={accepted} rejected={reasons}, "
@@ -227,6 +255,8 @@ def _ingest(args: cli.JobArgs) -> None:
         input_path=args.ns.input,
     )
     cli.emit("INGEST", report.as_dict())
+    if report.bad_input:  # written, rejects included: now fail loudly (exit 4)
+        raise BadInputError(f"{source} landing dates with bad input: {'; '.join(report.bad_input)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ BUILTIN_REASONS = (
     "missing_item_id",
     "bad_event_time",
     "event_time_in_future",
+    "event_time_too_old",
     "unknown_event_type",
     "bad_price",
     "negative_price",

@@ -151,10 +151,11 @@ def parse_values(
     )
 
 
-def _reason(max_future_hours: int) -> Column:
+def _reason(max_future_hours: int, max_age_days: int) -> Column:
     """First failing check wins; the order is documented in docs/ingestion.md."""
     day_end = F.date_add(F.col("ingest_date"), 1).cast("timestamp")
     latest = F.timestamp_add("HOUR", F.lit(max_future_hours), day_end)
+    earliest = F.date_sub(F.col("ingest_date"), max_age_days).cast("timestamp")
     price = F.col("price")
     unparseable_price = price.isNull() | F.isnan(price) | (F.abs(price) == F.lit(float("inf")))
     return (
@@ -164,6 +165,7 @@ def _reason(max_future_hours: int) -> Column:
         .when(F.col("item_id").isNull(), F.lit("missing_item_id"))
         .when(F.col("event_time").isNull(), F.lit("bad_event_time"))
         .when(F.col("event_time") > latest, F.lit("event_time_in_future"))
+        .when(F.col("event_time") < earliest, F.lit("event_time_too_old"))
         .when(F.col("event_type").isNull(), F.lit("unknown_event_type"))
         .when(F.col("price_raw").isNotNull() & unparseable_price, F.lit("bad_price"))
         .when(price < 0, F.lit("negative_price"))
@@ -171,7 +173,7 @@ def _reason(max_future_hours: int) -> Column:
     )
 
 
-def classify(parsed: DataFrame, *, max_future_hours: int) -> DataFrame:
+def classify(parsed: DataFrame, *, max_future_hours: int, max_age_days: int = 3650) -> DataFrame:
     """Give each row its reject reason (NULL = valid); the event date is the UTC date of the event."""
     require_columns(parsed, PARSED, "classify")
     return parsed.select(
@@ -179,7 +181,7 @@ def classify(parsed: DataFrame, *, max_future_hours: int) -> DataFrame:
         F.to_date("event_time").alias("event_date"),
         "source_file",
         "raw_record",
-        _reason(max_future_hours).alias("reason"),
+        _reason(max_future_hours, max_age_days).alias("reason"),
     ).select(*CLASSIFIED)
 
 
@@ -248,10 +250,11 @@ def rejected_records(resolved: DataFrame, *, run_id: str) -> DataFrame:
 
 
 def disposition_counts(resolved: DataFrame) -> DataFrame:
-    """One row per (disposition, reason) with its row count: the run's whole accounting in one aggregate."""
+    """One row per (disposition, reason, landing date) with its row count: the run's whole accounting,
+    per landing date, in one aggregate."""
     require_columns(resolved, RESOLVED, "disposition_counts")
     return (
-        resolved.groupBy("disposition", "reason")
+        resolved.groupBy("disposition", "reason", "ingest_date")
         .agg(F.count(F.lit(1)).alias("n"))
-        .select("disposition", "reason", "n")
+        .select("disposition", "reason", "n", "ingest_date")
     )

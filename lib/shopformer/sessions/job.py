@@ -56,17 +56,30 @@ def _carry_in(silver: DataFrame, first: dt.date, gap_minutes: int) -> DataFrame:
     ).select(*CARRY_IN_COLUMNS)
 
 
+def _forward_end(silver: DataFrame, end: dt.date) -> dt.date:
+    """``end``, or the newest event date silver already holds when that is later: rerunning an old date
+    alone would drop the late events ingested after it (they count only for later runs), so the rerun
+    recomputes every date up to the newest sessionized one instead (docs/sessionization.md)."""
+    newest = silver.agg(F.max("event_date")).first()
+    if newest is None or newest[0] is None or newest[0] <= end:
+        return end
+    log.warning("silver.events holds dates up to %s: recomputing forward from %s to it", newest[0], end)
+    return newest[0]
+
+
 def run(
     spark: SparkSession, cfg: Config, *, start: dt.date, end: dt.date, run_id: str, full: bool = False
 ) -> SessionizeReport:
-    """Recompute silver.events for [M, end] and MERGE the sessions they touch into silver.sessions."""
+    """Recompute silver.events for [M, end] and MERGE the sessions they touch into silver.sessions; when
+    silver already holds later dates (an old date rerun), recompute forward to the newest of them."""
     gap = cfg.settings.sessionize.gap_minutes
     bronze = tables.read(spark, cfg.table("bronze_events"), BRONZE_EVENTS)
     silver_path = cfg.table("silver_events")
+    silver = tables.read(spark, silver_path, SILVER_EVENTS)
+    end = _forward_end(silver, end)
     first = _first_dirty_date(bronze, start, end, full)
     first = start if first is None else min(first, start)
     events = bronze.where(F.col("event_date").between(first, end) & (F.col("ingest_date") <= end))
-    silver = tables.read(spark, silver_path, SILVER_EVENTS)
     carry = _carry_in(silver, first, gap) if not full else silver.limit(0).select(*CARRY_IN_COLUMNS)
     annotated = assign_sessions(events, carry_in=carry, gap_minutes=gap, run_id=run_id)
     tables.replace_where(

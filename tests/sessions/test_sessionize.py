@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -179,8 +180,8 @@ def _without_lineage(df: DataFrame) -> DataFrame:
     return df.drop("sessionize_run_id")
 
 
-def _read(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
-    return _without_lineage(tables.read(spark, cfg.table(name)))
+def _read(spark: SparkSession, cfg: Config, name: str, *, as_of: int | None = None) -> DataFrame:
+    return _without_lineage(tables.read(spark, cfg.table(name), as_of=as_of))
 
 
 def test_nightly_incremental_equals_full_recompute_and_reruns_are_idempotent(
@@ -191,13 +192,18 @@ def test_nightly_incremental_equals_full_recompute_and_reruns_are_idempotent(
         _ingest(spark, cfg, day, rows)
         d = dt.date.fromisoformat(day)
         sessionize_job.run(spark, cfg, start=d, end=d, run_id=f"sessionize:{day}")
-    incremental = {n: _read(spark, cfg, n) for n in ("silver_events", "silver_sessions")}
+    # Pinned to the version before the rerun: a DataFrame not yet executed reads the newest version when it
+    # first runs, so unpinned frames would compare the rerun's table with itself.
+    versions = {n: tables.version(spark, cfg.table(n)) for n in ("silver_events", "silver_sessions")}
+    incremental = {n: _read(spark, cfg, n, as_of=v) for n, v in versions.items()}
 
     sessionize_job.run(spark, cfg, start=dt.date(2024, 1, 3), end=dt.date(2024, 1, 3), run_id="rerun")
     for name, df in incremental.items():
+        assert tables.version(spark, cfg.table(name)) > versions[name]  # the rerun did rewrite the day
         assertDataFrameEqual(_read(spark, cfg, name), df)
 
-    full_cfg = cfg.__class__(
+    full_cfg = dataclasses.replace(
+        cfg,
         data={
             **cfg.data,
             "tables": {

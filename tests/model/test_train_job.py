@@ -30,6 +30,7 @@ TINY = [
     "snapshots.windows_days=[7,30]",
     "snapshots.price_max_views=4",
     "train.max_eval_rows=5000",
+    "snapshots.churn_horizon_days=14",  # purged splits: 30 days would leave 120 days no churn training date
 ]
 
 
@@ -67,19 +68,23 @@ def test_training_registers_a_champion_and_the_gate_keeps_it_against_a_worse_mod
 ) -> None:
     first = train_job.run(spark, shop, run_date=dt.date(2024, 4, 30), run_id="train:1")
     assert (first.model_version, first.promoted) == ("1", True)
-    assert set(first.split) == {
-        "train",
-        "valid:propensity",
-        "holdout:propensity",
-        "valid:churn",
-        "holdout:churn",
-    }
-    assert max(first.split["train"]) < min(first.split["valid:churn"] + first.split["valid:propensity"])
+    parts = ("train", "valid", "holdout")
+    assert set(first.split) == {"train", *(f"{p}:{t}" for p in parts for t in ("propensity", "churn"))}
+    # Purged: every training / validation label window [T, T+h) ends by the next split's first date.
+    for task, h in (("propensity", 7), ("churn", 14)):
+        dates = {p: [dt.date.fromisoformat(x) for x in first.split[f"{p}:{task}"]] for p in parts}
+        assert max(dates["train"]) + dt.timedelta(days=h) <= min(dates["valid"])
+        assert max(dates["valid"]) + dt.timedelta(days=h) <= min(dates["holdout"])
+    assert first.split["train:churn"][-1] < first.split["train:propensity"][-1] <= first.split["train"][-1]
     assert 0.0 <= first.holdout["propensity_roc_auc"] <= 1.0
     # A second run that must beat the champion by more than any AUC can: registered, not promoted.
     strict = load_config("local", [f"paths.root={shop.get('paths.root')}", *TINY, "train.gate_min_delta=1.0"])
     second = train_job.run(spark, strict, run_date=dt.date(2024, 4, 30), run_id="train:2")
     assert (second.model_version, second.promoted) == ("2", False)
+    # Reproducible: the same command (the gate's threshold does not touch training) gives the same numbers
+    # within issue 17's 0.005 (measured: 0.002 apart on this tiny shop; the data order itself is exact,
+    # tests/model/test_training_seed.py).
+    assert second.holdout == pytest.approx(first.holdout, abs=0.005, nan_ok=True)
     assert "kept the champion" in second.gate
     mlflow.set_tracking_uri(str(shop.get("paths.mlflow_tracking_uri")))
     client = MlflowClient()

@@ -1,7 +1,8 @@
 """Training data from gold.user_snapshots: time-based split, model-ready columns, Petastorm converters.
 
-Split by as-of date, never by user: the holdout is the newest labelled as-of dates, validation the ones just
-before, training everything earlier, so every evaluation is "train on the past, predict the future". Only
+Split by as-of date, never by user: the holdout is the newest labelled as-of dates, validation the ones
+before, training the ones before those, each purged so that no label window reaches the next split, so every
+evaluation is "train on the past, predict the future". Only
 small, bounded things reach the driver: the date list, the vocabulary, item vectors and row samples for
 the feature scaler and for evaluation (``train.max_eval_rows``).
 """
@@ -9,6 +10,7 @@ the feature scaler and for evaluation (``train.max_eval_rows``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +21,9 @@ from pyspark.sql import functions as F
 from shopformer import tables
 from shopformer.config import Config
 from shopformer.errors import ShopformerError
-from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS
+from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS, TASK_LABELS
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDataError(ShopformerError):
@@ -28,13 +32,21 @@ class TrainingDataError(ShopformerError):
 
 @dataclass(frozen=True)
 class Split:
-    """Per task, the newest labelled dates are its holdout and the ones before its validation dates
-    (labels mature at different speeds: churn needs 30 days, propensity 7). The model is fine-tuned on
-    dates before every task's validation dates, so no evaluated row was trained on."""
+    """Per task, the newest labelled dates are its holdout, the ones before its validation dates and the
+    ones before those its training dates, **purged**: a date T is used for a task only if its label window
+    [T, T + horizon) ends by the first date it is evaluated against (train by the task's first validation
+    date, validation by its first holdout date). No evaluated label was trained on, and no training label
+    saw the weeks an evaluated label is about."""
 
-    train: list[dt.date]
+    train: dict[str, list[dt.date]]
     valid: dict[str, list[dt.date]]
     holdout: dict[str, list[dt.date]]
+    horizons: dict[str, int]
+
+    @property
+    def train_dates(self) -> list[dt.date]:
+        """Every date some task trains on (a row's labels of the other tasks are masked)."""
+        return sorted({x for dates in self.train.values() for x in dates})
 
 
 def labelled_dates(snaps: DataFrame, label: str) -> list[dt.date]:
@@ -43,21 +55,66 @@ def labelled_dates(snaps: DataFrame, label: str) -> list[dt.date]:
     return sorted(r[0] for r in rows)
 
 
-def split_dates(by_task: dict[str, Sequence[dt.date]], *, holdout: int, valid: int) -> Split:
-    hold, val = {}, {}
-    for task, dates in by_task.items():
-        if len(dates) < holdout + valid + 1:
-            raise TrainingDataError(
-                f"{task}: need at least {holdout + valid + 1} labelled as-of dates (train.holdout_dates="
-                f"{holdout}, train.valid_dates={valid}), have {len(dates)}: snapshot a longer period"
+def label_horizons(cfg: Config, snaps: DataFrame) -> dict[str, int]:
+    """Label window per task: ``snapshots.<task>_horizon_days``, or the longer window stored in the
+    snapshot rows (logged), so the purge covers the labels actually stored whatever built them."""
+    stored = snaps.agg(*[F.max(f"{task}_horizon_days").alias(task) for task in TASK_LABELS]).first()
+    out = {}
+    for task in TASK_LABELS:
+        conf = int(getattr(cfg.settings.snapshots, f"{task}_horizon_days"))
+        built = stored[task] if stored is not None and stored[task] is not None else 0
+        if built > conf:
+            log.warning(
+                "%s labels were built with a %d-day window (conf %d): purging by it", task, built, conf
             )
-        d = list(dates)
-        hold[task], val[task] = d[-holdout:], d[-holdout - valid : -holdout]
-    cut = min(v[0] for v in val.values())
-    train = sorted({x for dates in by_task.values() for x in dates if x < cut})
-    if not train:
-        raise TrainingDataError(f"no labelled as-of date before the first validation date {cut}")
-    return Split(train=train, valid=val, holdout=hold)
+        out[task] = max(conf, int(built))
+    return out
+
+
+def _before(dates: Sequence[dt.date], horizon: int, first: dt.date) -> list[dt.date]:
+    """The dates whose label window [T, T + horizon) has ended by ``first``."""
+    return [x for x in dates if x + dt.timedelta(days=horizon) <= first]
+
+
+def split_dates(
+    by_task: dict[str, Sequence[dt.date]], *, horizons: dict[str, int], holdout: int, valid: int
+) -> Split:
+    """Purged time split per task (see ``Split``); raises ``TrainingDataError`` naming what to change."""
+    hold, val, train = {}, {}, {}
+    for task, dates in by_task.items():
+        d, h = sorted(dates), horizons[task]
+        fix = (
+            f"snapshot a longer period, or lower train.holdout_dates={holdout} / train.valid_dates={valid} "
+            f"/ snapshots.{task}_horizon_days={h}"
+        )
+        if len(d) < holdout + 1:
+            raise TrainingDataError(f"{task}: {len(d)} labelled as-of dates, need more than {holdout}: {fix}")
+        hold[task] = d[-holdout:]
+        before = _before(d, h, hold[task][0])
+        if len(before) < valid:
+            raise TrainingDataError(
+                f"{task}: {len(before)} labelled as-of dates end their {h}-day label window by the first "
+                f"holdout date {hold[task][0]}, need {valid} for validation: {fix}"
+            )
+        val[task] = before[-valid:]
+        train[task] = _before(d, h, val[task][0])
+        if not train[task]:
+            raise TrainingDataError(
+                f"{task}: no labelled as-of date ends its {h}-day label window by the first validation "
+                f"date {val[task][0]}: {fix}"
+            )
+    return Split(train=train, valid=val, holdout=hold, horizons=dict(horizons))
+
+
+def rows_on(rows: DataFrame, dates: dict[str, Sequence[dt.date]]) -> DataFrame:
+    """The model-column rows of the union of ``dates``, each task's label kept only on that task's dates
+    (-1, "no label", elsewhere): a training or validation row carries just the labels its split may use."""
+    every = sorted({x for part in dates.values() for x in part})
+    out = rows.where(F.col("as_of_date").isin(every))
+    for task, label in TASK_LABELS.items():
+        keep = F.col("as_of_date").isin(list(dates.get(task, [])))
+        out = out.withColumn(label, F.when(keep, F.col(label)).otherwise(F.lit(-1)))
+    return out
 
 
 def _zeros(n: int, dtype: str) -> Column:

@@ -88,10 +88,12 @@ def prepare(spark: SparkSession, cfg: Config) -> Data:
     t = cfg.settings.train
     snaps = train_data.read_snapshots(spark, cfg)
     by_task = {task: train_data.labelled_dates(snaps, label) for task, label in LABEL.items()}
-    split = train_data.split_dates(by_task, holdout=t.holdout_dates, valid=t.valid_dates)
+    split = train_data.split_dates(
+        by_task, horizons=train_data.label_horizons(cfg, snaps), holdout=t.holdout_dates, valid=t.valid_dates
+    )
     names = feature_names(cfg.settings.snapshots.windows_days)
     evaluated = [x for part in (split.valid, split.holdout) for dates in part.values() for x in dates]
-    version = train_data.vocab_version_of(snaps, [*split.train, *evaluated])
+    version = train_data.vocab_version_of(snaps, [*split.train_dates, *evaluated])
     sizes, counts, vocab = train_data.vocabulary(spark, cfg, version)
     rows = train_data.model_columns(
         snaps.where(F.col("as_of_date") <= max(evaluated)),
@@ -100,7 +102,7 @@ def prepare(spark: SparkSession, cfg: Config) -> Data:
         keep=KEYS,
     ).cache()
     cap = t.max_eval_rows
-    pandas = {"train": _sample(rows.where(F.col("as_of_date").isin(split.train)), cap)}
+    pandas = {"train": _sample(train_data.rows_on(rows, split.train), cap)}
     for part in ("valid", "holdout"):
         for task, dates in getattr(split, part).items():
             pandas[f"{part}:{task}"] = _sample(rows.where(F.col("as_of_date").isin(dates)), cap)
@@ -114,6 +116,8 @@ def prepare(spark: SparkSession, cfg: Config) -> Data:
 def init_model(cfg: Config, d: Data, path: str) -> None:
     """A fresh model with the scaler fitted on training rows, item text and frequencies set; saved for
     the workers together with what scoring needs (vocabulary, windows)."""
+    import torch
+
     config = ModelConfig.preset(
         cfg.settings.train.model_size,
         **vocab_fields(d.sizes),
@@ -121,6 +125,7 @@ def init_model(cfg: Config, d: Data, path: str) -> None:
         aggregate_names=tuple(d.names),
         text_dim=0 if d.text is None else int(d.text[1].shape[1]),
     )
+    torch.manual_seed(cfg.settings.train.seed)  # the starting weights: the same in every run
     model = ShopformerModel(config)
     model.scaler.fit(d.pandas["train"][d.names].to_numpy(dtype=np.float64))
     if model.wide is not None:
@@ -195,11 +200,9 @@ def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, o
 
     t = cfg.settings.train
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{_shared_dir(cfg)}")
-    labelled = d.rows.where(F.col("as_of_date").isin(d.split.train))
-    valid_dates = sorted({x for dates in d.split.valid.values() for x in dates})
     procs = t.num_processes
-    pre, fine = _converter(d.rows, procs), _converter(labelled, procs)
-    valid = _converter(d.rows.where(F.col("as_of_date").isin(valid_dates)), procs)
+    pre, fine = _converter(d.rows, procs), _converter(train_data.rows_on(d.rows, d.split.train), procs)
+    valid = _converter(train_data.rows_on(d.rows, d.split.valid), procs)
     try:
         spec = TrainSpec(
             init_checkpoint=init,
@@ -277,15 +280,23 @@ def extra_metrics(spark: SparkSession, cfg: Config, model: Any, d: Data) -> dict
 
 
 def _champion_rows(d: Data, name: str, tmp: str) -> tuple[str | None, dict[str, float] | None]:
-    """The current champion re-scored on this run's holdout (None when there is no champion)."""
-    found = registry.champion_checkpoint(name, tmp)
+    """The current champion re-scored on this run's holdout (None when the registry has no champion).
+    A registry error or a champion that cannot be scored raises: the gate fails closed (nothing is
+    registered or promoted) instead of taking the failure for "no champion"."""
+    found = registry.champion_checkpoint(name, tmp)  # RegistryError unless truly absent
     if found is None:
         return None, None
     version, path = found
-    old, _, _ = load_checkpoint(path)
-    if list(old.config.aggregate_names) != d.names:
-        log.warning("champion v%s uses other features; it is compared on its own logged metrics", version)
-    rows, _, _ = evaluate_model(old, d, "champion")
+    try:
+        old, _, _ = load_checkpoint(path)
+        if list(old.config.aggregate_names) != d.names:
+            log.warning("champion v%s uses other features than this run", version)
+        rows, _, _ = evaluate_model(old, d, "champion")
+    except Exception as exc:
+        raise registry.GateError(
+            f"model {name!r} champion v{version} could not be scored on this run's holdout "
+            f"({type(exc).__name__}: {exc}): nothing registered or promoted"
+        ) from exc
     return version, {
         f"{r['task']}_{k}": float(r[k]) for r in rows.to_dict("records") for k in ("roc_auc", "pr_auc")
     }
@@ -365,8 +376,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         }
         version, promoted, why = _gate_and_register(cfg, d, ckpt, new, tmp)
         log.info("training result: %s", {k: v for k, v in result.items() if k != "pretrain"})
-    split = {"train": [x.isoformat() for x in d.split.train]}
-    for part in ("valid", "holdout"):
+    split = {"train": [x.isoformat() for x in d.split.train_dates]}
+    for part in ("train", "valid", "holdout"):
         split |= {f"{part}:{t}": [x.isoformat() for x in v] for t, v in getattr(d.split, part).items()}
     return TrainReport(active.info.run_id, version, promoted, why, split, {**new, **others}, table)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -73,3 +74,18 @@ def catalog_events(spark: SparkSession, rows: list[tuple], source: str = "shop")
             )
         )
     return spark.createDataFrame(full, BRONZE_EVENTS)
+
+
+def tiny_model_dir(folder: Path, *, seed: int = 0) -> Path:
+    """A folder laid out as a registered shopformer version (``artifacts/model.pt``, a tiny real
+    checkpoint), for registering versions with ``MlflowClient.create_model_version(source=...)``."""
+    import torch
+
+    from shopformer.model.network import ModelConfig, ShopformerModel, save_checkpoint
+
+    torch.manual_seed(seed)
+    sizes = {"item_vocab_size": 30, "category_vocab_size": 7, "brand_vocab_size": 9, "max_len": 8}
+    config = ModelConfig.preset("tiny", **sizes)
+    (folder / "artifacts").mkdir(parents=True)
+    save_checkpoint(folder / "artifacts" / "model.pt", ShopformerModel(config))
+    return folder

@@ -47,11 +47,29 @@ def model_checkpoint(name: str, version_or_alias: str, dst: str) -> tuple[str, s
 
 
 def champion_checkpoint(name: str, dst: str) -> tuple[str, str] | None:
-    """(version, local checkpoint path) of the current champion, or None when there is none."""
-    try:
-        return model_checkpoint(name, CHAMPION, dst)
-    except mlflow.exceptions.MlflowException:
+    """(version, local checkpoint path) of the current champion; None only when the registry has no such
+    model or no champion alias. Any other registry error is a RegistryError: a lookup that failed is not
+    "no champion" (the gate fails closed instead of promoting the new model unchecked)."""
+    version = alias_target(name, CHAMPION)
+    if version is None:
         return None
+    try:
+        return model_checkpoint(name, version, dst)
+    except Exception as exc:  # MLflow, I/O: the champion exists but cannot be fetched
+        raise RegistryError(f"model {name!r} champion v{version}: cannot fetch it: {exc}") from exc
+
+
+def alias_target(name: str, alias: str = CHAMPION) -> str | None:
+    """The version number ``alias`` points at; None only when the model or the alias does not exist
+    (MLflow's RESOURCE_DOES_NOT_EXIST, or a model without that alias). Other errors raise RegistryError."""
+    try:
+        model = MlflowClient().get_registered_model(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise RegistryError(f"registry lookup of model {name!r} failed: {exc.message}") from exc
+    version = (model.aliases or {}).get(alias)
+    return None if version is None else str(version)
 
 
 def _checkpoint_file(model_dir: str) -> str:
@@ -64,22 +82,28 @@ def _checkpoint_file(model_dir: str) -> str:
 def gate(
     new: Mapping[str, float], old: Mapping[str, float] | None, *, metrics: Sequence[str], min_delta: float
 ) -> tuple[bool, str]:
-    """Promote only when every gate metric of ``new`` beats ``old`` by at least ``min_delta``."""
+    """Promote only when every gate metric of ``new`` beats ``old`` by more than ``min_delta`` (a tie
+    keeps the champion; a missing metric counts as not better)."""
     if old is None:
         return True, "no champion yet: the new model becomes champion"
-    worse = [m for m in metrics if not new.get(m, float("-inf")) >= old.get(m, float("-inf")) + min_delta]
+    worse = [m for m in metrics if not new.get(m, float("-inf")) > old.get(m, float("inf")) + min_delta]
     if worse:
-        detail = ", ".join(f"{m}: new {new.get(m):.4f} vs champion {old.get(m):.4f}" for m in worse)
+        nan = float("nan")
+        detail = ", ".join(f"{m}: new {new.get(m, nan):.4f} vs champion {old.get(m, nan):.4f}" for m in worse)
         return False, f"kept the champion: the new model does not beat it on {detail}"
     return True, "promoted: " + ", ".join(f"{m} {old.get(m):.4f} -> {new.get(m):.4f}" for m in metrics)
 
 
 def version_at(name: str, alias: str = CHAMPION) -> ModelVersion | None:
-    """The model version an alias points at, or None when the model or the alias does not exist."""
-    try:
-        return MlflowClient().get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
+    """The model version an alias points at, or None when the model or the alias does not exist (other
+    registry errors raise RegistryError)."""
+    version = alias_target(name, alias)
+    if version is None:
         return None
+    try:
+        return MlflowClient().get_model_version(name, version)
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"registry lookup of model {name!r} v{version} failed: {exc.message}") from exc
 
 
 def champion_version(name: str, alias: str = CHAMPION) -> str | None:
@@ -89,7 +113,11 @@ def champion_version(name: str, alias: str = CHAMPION) -> str | None:
 
 
 class RegistryError(ShopformerError):
-    """The registry has no such model, version or alias (jobs exit 1, naming it)."""
+    """No such model, version or alias in the registry, or a registry call failed (exit 1, naming it)."""
+
+
+class GateError(ShopformerError):
+    """The gate could not score the champion on the run's holdout: it fails closed (nothing promoted)."""
 
 
 def rollback_target(name: str) -> str:
@@ -101,6 +129,14 @@ def rollback_target(name: str) -> str:
             "model): choose the version with --version N (mlflow ui lists them)"
         )
     return previous
+
+
+def model_version(name: str, version: str) -> ModelVersion:
+    """A registered version; RegistryError naming it when the model or version is absent."""
+    try:
+        return MlflowClient().get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"model {name!r} version {version!r}: {exc.message}") from exc
 
 
 def promote_checked(name: str, version: str) -> str | None:

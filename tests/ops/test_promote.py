@@ -18,6 +18,7 @@ from shopformer.errors import ConfigError
 from shopformer.features.job import _vocabulary
 from shopformer.ops.jobs import job_main
 from shopformer.schemas import GOLD_VOCABULARIES
+from tests.factories import tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "shopformer"
@@ -25,27 +26,34 @@ NAME = "shopformer"
 
 @pytest.fixture
 def registry_root(tmp_path: Path) -> Path:
-    """A registry with versions 1..3 of the model and no alias."""
+    """A registry with versions 1..3 of the model (tiny real checkpoints) and no alias or tag."""
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient()
     client.create_registered_model(NAME)
     for n in range(3):
-        (tmp_path / f"m{n}").mkdir()
-        client.create_model_version(NAME, source=str(tmp_path / f"m{n}"))
+        client.create_model_version(NAME, source=str(tiny_model_dir(tmp_path / f"m{n}", seed=n)))
     return tmp_path
+
+
+def tag_all(versions: str = "123") -> None:
+    for v in versions:
+        registry.tag_vocabulary(NAME, v, f"v2024-0{v}-01")
 
 
 def promote(
     root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
 ) -> dict:
-    """Run jobs/promote_model.py in-process; its PROMOTE line, or {"exit": code} when it exits."""
+    """Run jobs/promote_model.py in-process; its PROMOTE line, or {"exit": code} when it exits (the
+    line is then ``PROMOTE {"error": ..., "exit_code": code}``)."""
     argv = ["--run-date", "2024-03-01", *args, "--set", f"paths.root={root}"]
     rc = job_main("promote_model")(argv)
-    if rc != 0:
-        return {"exit": rc}
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("PROMOTE ")]
     assert len(lines) == 1
-    return json.loads(lines[0].removeprefix("PROMOTE "))
+    line = json.loads(lines[0].removeprefix("PROMOTE "))
+    if rc != 0:
+        assert line["exit_code"] == rc
+        return {"exit": rc}
+    return line
 
 
 def aliases(root: Path) -> dict[str, str]:
@@ -59,6 +67,7 @@ def test_promote_then_roll_back_and_forward(
     def run(*args: str) -> dict:
         return promote(registry_root, capsys, monkeypatch, *args)
 
+    tag_all()
     assert run("--rollback") == {"exit": 1}  # nothing to roll back to yet
     assert run("--version", "1") == {"model": NAME, "champion": "1", "was": None}
     assert aliases(registry_root) == {"champion": "1"}
@@ -106,3 +115,20 @@ def test_snapshots_with_vocab_version_champion_use_the_champions_vocabulary(
     registry.promote(NAME, "2")
     got = _vocabulary(spark, cfg, spark.range(0), build=None, run_id="test")
     assert [r["vocab_version"] for r in got.collect()] == ["v2024-02-05"]  # not the newest, v2024-03-04
+
+
+def test_a_version_without_its_vocabulary_or_that_does_not_load_is_not_promoted(
+    registry_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def error(version: str) -> str:
+        argv = ["--run-date", "2024-03-01", "--version", version, "--set", f"paths.root={registry_root}"]
+        assert job_main("promote_model")(argv) == 1
+        out = capsys.readouterr().out
+        return json.loads(out[out.index("PROMOTE ") :].removeprefix("PROMOTE "))["error"]
+
+    assert "v1 has no 'vocab_version' tag" in error("1")
+    tag_all("12")
+    (registry_root / "m1" / "artifacts" / "model.pt").write_bytes(b"not a checkpoint")  # version 2's file
+    assert "v2 does not load" in error("2")
+    assert aliases(registry_root) == {}  # nothing moved
+    assert promote(registry_root, capsys, monkeypatch, "--version", "1")["champion"] == "1"

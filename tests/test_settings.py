@@ -31,6 +31,7 @@ BAD = {
     "embeddings": ("embeddings.device=tpu", r"embeddings\.device"),
     "synthetic": ("synthetic.start_date=2024-13-01", r"synthetic\.start_date"),
     "quality": ("quality.lookback_days=-5", r"quality\.lookback_days"),
+    "maintenance": ("maintenance.optimize=sometimes", r"maintenance\.optimize"),
 }
 
 

@@ -350,6 +350,15 @@ class QualitySettings:
         }
 
 
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    optimize: bool
+    retain_hours: float
+
+    def checks(self) -> dict[str, bool]:
+        return {"retain_hours": self.retain_hours >= 168}
+
+
 SECTIONS: dict[str, type[Any]] = {
     "paths": PathsSettings,
     "spark": SparkSettings,
@@ -362,6 +371,7 @@ SECTIONS: dict[str, type[Any]] = {
     "embeddings": EmbeddingsSettings,
     "synthetic": SyntheticSettings,
     "quality": QualitySettings,
+    "maintenance": MaintenanceSettings,
 }
 
 
@@ -380,6 +390,7 @@ class Settings:
     embeddings: EmbeddingsSettings
     synthetic: SyntheticSettings
     quality: QualitySettings
+    maintenance: MaintenanceSettings
 
     @classmethod
     def build(cls, data: Mapping[str, Any]) -> Settings:

@@ -162,9 +162,30 @@ def delete_matching(spark: SparkSession, path: str, keys: DataFrame, on: str, *,
     last = table.history(1).select("version", "operationMetrics").first()
     if last["version"] == before:  # nothing matched: Delta commits nothing
         return 0
+    errors.note_commit()
     deleted = int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
     log.info("deleted %d rows from %s (version %d)", deleted, path, last["version"])
     return deleted
+
+
+def file_count(spark: SparkSession, path: str) -> int:
+    """Data files of the table's current version (0 when there is no table)."""
+    if not exists(spark, path):
+        return 0
+    row = DeltaTable.forPath(spark, path).detail().select("numFiles").first()
+    return int(row["numFiles"]) if row else 0
+
+
+def optimize(spark: SparkSession, path: str, *, run_id: str) -> None:
+    """Compact small files into ~1 GB ones (Delta OPTIMIZE, one commit; a no-op on a compact table).
+    Readers keep their snapshot: OPTIMIZE only rewrites files, it changes no row."""
+    if not exists(spark, path):
+        return
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
+    try:
+        DeltaTable.forPath(spark, path).optimize().executeCompaction()
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
 
 
 def vacuum(spark: SparkSession, path: str, *, retain_hours: float) -> None:

@@ -22,6 +22,7 @@ JOB_MODULES = {
     "summarize_tables": "shopformer.ops.summary",
     "promote_model": "shopformer.ops.promote",
     "forget_users": "shopformer.ops.forget",
+    "maintain_tables": "shopformer.ops.maintain",
     "demo": "shopformer.ops.demo",
 }
 

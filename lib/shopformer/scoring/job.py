@@ -28,6 +28,7 @@ from shopformer.config import Config
 from shopformer.errors import ShopformerError
 from shopformer.features.job import as_of_dates
 from shopformer.features.vocab import first_frequent_id
+from shopformer.progress import Progress
 from shopformer.schemas import SCORES_USER_EMBEDDINGS, SCORES_USER_NEXT_ITEMS, SCORES_USER_SCORES
 from shopformer.scoring import transforms as scoring
 from shopformer.spark import build_spark
@@ -235,9 +236,11 @@ partition or a model that does not load stops the job before anything is written
 def _score(args: cli.JobArgs) -> None:
     dates = as_of_dates(args.run_date, args.end_date, args.cfg.settings.snapshots.every_days)
     spark = build_spark(args.cfg, "score_users")
-    # Per-date run ids, so a backfill writes the same rows as the nightly run of each date.
-    runs = [run(spark, args.cfg, run_date=d, run_id=args.ns.run_id or f"score_users:{d}") for d in dates]
-    reports = [asdict(r) for r in runs]
+    progress = Progress("score_users dates", len(dates))
+    reports = []
+    for d in dates:  # per-date run ids: a backfill writes the same rows as the nightly run of each date
+        reports.append(asdict(run(spark, args.cfg, run_date=d, run_id=args.ns.run_id or f"score_users:{d}")))
+        progress.advance(rows=int(reports[-1]["users_scored"]))
     if len(reports) == 1:
         cli.emit("SCORES", reports[0])
         return

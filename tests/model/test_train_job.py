@@ -38,8 +38,11 @@ def test_gate_promotes_only_a_better_model() -> None:
     metrics = ["propensity_roc_auc", "churn_roc_auc"]
     new = {"propensity_roc_auc": 0.71, "churn_roc_auc": 0.69}
     assert registry.gate(new, None, metrics=metrics, min_delta=0.0)[0]
-    assert registry.gate(
+    assert not registry.gate(  # a tie on churn keeps the champion (tests/test_registry.py)
         new, {"propensity_roc_auc": 0.70, "churn_roc_auc": 0.69}, metrics=metrics, min_delta=0.0
+    )[0]
+    assert registry.gate(
+        new, {"propensity_roc_auc": 0.70, "churn_roc_auc": 0.68}, metrics=metrics, min_delta=0.0
     )[0]
     ok, why = registry.gate(
         new, {"propensity_roc_auc": 0.70, "churn_roc_auc": 0.70}, metrics=metrics, min_delta=0.0

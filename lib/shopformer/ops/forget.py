@@ -39,13 +39,18 @@ _WORD = r"A-Za-z0-9_.\-"  # characters that continue an id token: a match must n
 
 
 def parse_users(spec: str) -> list[str]:
-    """User ids from a file (one per line, ``#`` comments and blanks skipped) or a comma-separated list."""
+    """User ids, taken literally: from a file, one id per line (a line whose first non-blank character is
+    ``#`` is a comment, blank lines are skipped, and a ``#`` inside an id is part of it), or from a
+    comma-separated list (no comment syntax at all). ``512000020#x`` never deletes user ``512000020``."""
     path = Path(spec)
-    lines = path.read_text().splitlines() if path.is_file() else spec.split(",")
-    users = sorted({u.split("#", 1)[0].strip() for u in lines} - {""})
+    if path.is_file():
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        users = {line for line in lines if line and not line.startswith("#")}
+    else:
+        users = {u.strip() for u in spec.split(",")} - {""}
     if not users:
-        raise ConfigError(f"--users {spec!r} names no user id")
-    return users
+        raise ConfigError("--users names no user id (a file of ids, one a line, or id1,id2,...)")
+    return sorted(users)
 
 
 def user_keys(spark: SparkSession, users: Sequence[str], source: str | None) -> tuple[DataFrame, str]:
@@ -132,7 +137,9 @@ def _forget(args: cli.JobArgs) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``jobs/forget_users.py``: delete users' rows from every table."""
     p = cli.parser(ABOUT)
-    p.add_argument("--users", required=True, help="a file of user ids (one a line) or id1,id2,...")
+    p.add_argument(
+        "--users", required=True, help="a file of user ids (one a line, whole-line # comments) or id1,id2,..."
+    )
     p.add_argument("--source", help="only this source's rows (default: every source)")
     p.add_argument("--vacuum-hours", type=float, help="VACUUM the user tables afterwards, retaining H hours")
     return cli.run_main("forget_users", p, argv, _forget, tag="FORGET")

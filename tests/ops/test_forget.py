@@ -141,7 +141,7 @@ def test_job_limits_to_a_source_and_vacuum_removes_old_versions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     users = tmp_path / "users.txt"
-    users.write_text("# erasure requests of 2024-01-08\nu1\n\nnobody  # unknown: deletes nothing\n")
+    users.write_text("# erasure requests of 2024-01-08\nu1\n\n# unknown: deletes nothing\nnobody\n")
     root = str(shop.get("paths.root"))
     argv = ["--run-date", "2024-01-08", "--users", str(users), "--source", "shop", "--vacuum-hours", "0"]
     assert job_main("forget_users")([*argv, "--set", f"paths.root={root}"]) == 0

@@ -16,11 +16,11 @@ from pyspark.sql import functions as F
 
 from shopformer import cli, tables
 from shopformer.config import Config
-from shopformer.errors import ConfigError, ShopformerError
+from shopformer.errors import ConfigError, ShopformerError, UsageError
 from shopformer.features.aggregates import AggregateSettings
 from shopformer.features.prices import with_relative_price
 from shopformer.features.snapshots import SnapshotSettings, build_snapshots, snapshot_schema
-from shopformer.features.vocab import KIND_COLUMNS, apply_vocab, build_vocab
+from shopformer.features.vocab import KIND_COLUMNS, apply_vocab, build_vocab, fingerprint
 from shopformer.schemas import GOLD_VOCABULARIES
 from shopformer.spark import build_spark
 
@@ -91,6 +91,8 @@ def _vocabulary(
         rows = build_vocab(
             events, version=build, min_count=v.min_count, hash_buckets=v.hash_buckets, max_size=v.max_size
         )
+        if _already_built(spark, path, build, rows):
+            return tables.read(spark, path).where(F.col("vocab_version") == build)
         tables.replace_where(
             rows,
             path,
@@ -113,6 +115,24 @@ def _vocabulary(
     if not wanted or chosen.limit(1).count() == 0:
         raise ConfigError(f"config key 'snapshots.vocab_version': no version {wanted!r} in {path}")
     return chosen
+
+
+def _already_built(spark: SparkSession, path: str, version: str, rows: DataFrame) -> bool:
+    """True when ``version`` exists with exactly ``rows`` (a rerun: nothing to write). A version is
+    immutable: models and snapshots name it, so different contents under an existing name are refused."""
+    if not tables.exists(spark, path):
+        return False
+    held = fingerprint(tables.read(spark, path).where(F.col("vocab_version") == version))
+    if held == (0, 0):
+        return False
+    if held == fingerprint(rows):
+        log.info("vocabulary %s exists with the same contents: reused, not rewritten", version)
+        return True
+    raise UsageError(
+        f"vocabulary {version} exists with other contents ({held[0]} rows) and versions are immutable "
+        "(models and snapshots name it): build a new version (a later --end-date) or drop --build-vocab "
+        f"and set snapshots.vocab_version={version}"
+    )
 
 
 def _champion_vocabulary(cfg: Config) -> str:

@@ -74,6 +74,14 @@ def build_vocab(
     )
 
 
+def fingerprint(vocab: DataFrame) -> tuple[int, int]:
+    """(rows, order-independent content hash) of vocabulary rows: equal for equal contents, so a version
+    name can be checked against what it already holds without comparing row by row."""
+    row = F.xxhash64(*[F.col(c) for c in names(GOLD_VOCABULARIES)]).cast("decimal(38,0)")
+    got = vocab.agg(F.count(F.lit(1)), F.coalesce(F.sum(row), F.lit(0))).first()
+    return (0, 0) if got is None else (int(got[0]), int(got[1]))
+
+
 def hashed_id(token: Column, hash_buckets: int) -> Column:
     """The bucket id of a rare or unseen token (stable across runs, Spark versions and machines)."""
     return (F.pmod(F.xxhash64(token), F.lit(hash_buckets)) + FIRST_HASHED_ID).cast("int")

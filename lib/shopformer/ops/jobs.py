@@ -12,6 +12,7 @@ from collections.abc import Callable
 JOB_MODULES = {
     "generate_shop": "shopformer.synthetic.job",
     "land_workbook": "shopformer.ingest.land_job",
+    "land_journey": "shopformer.ingest.journey_job",
     "ingest_events": "shopformer.ingest.job",
     "sessionize": "shopformer.sessions.job",
     "build_snapshots": "shopformer.features.job",

@@ -70,13 +70,34 @@ def parse(p: argparse.ArgumentParser, job: str, argv: Sequence[str] | None = Non
     if end < ns.run_date:
         p.error(f"--end-date {end} is before --run-date {ns.run_date}")
     span = f"{ns.run_date}" if end == ns.run_date else f"{ns.run_date}..{end}"
+    run_id = ns.run_id or f"{job}:{span}"
+    _run_id[0] = run_id  # every log record from here on carries it
     log.info("%s settings (%s): %s", job, cfg.origin, json.dumps(cfg.settings.resolved(), default=str))
-    return JobArgs(cfg=cfg, run_date=ns.run_date, end_date=end, run_id=ns.run_id or f"{job}:{span}", ns=ns)
+    return JobArgs(cfg=cfg, run_date=ns.run_date, end_date=end, run_id=run_id, ns=ns)
+
+
+_run_id = ["-"]  # the run id of the job this process runs now ("-" before its arguments are parsed)
+
+
+def _with_run_id(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def make(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        record.run_id = _run_id[0]
+        return record
+
+    make.carries_run_id = True  # type: ignore[attr-defined]
+    return make
 
 
 def configure_logging() -> None:
-    """INFO logs with time and logger name on stderr (a no-op when logging is already set up)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """INFO logs on stderr with time, level, logger and the run id (``[ingest_events:2024-01-05]``), so a
+    line grepped out of an Airflow task log or a shared file still says which run wrote it. Every record
+    gets ``run_id`` (any handler may format it); the handler is a no-op when logging is already set up."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "carries_run_id", False):
+        logging.setLogRecordFactory(_with_run_id(factory))
+    fmt = "%(asctime)s %(levelname)s %(name)s [%(run_id)s]: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt)
 
 
 def entry(module: str, argv: Sequence[str] | None = None) -> int:

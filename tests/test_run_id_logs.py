@@ -1,0 +1,29 @@
+"""Every log line of a job carries its run id, so a line grepped out of a task log still names its run;
+the job is run as Airflow runs it, ``python jobs/<job>.py`` in its own process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
+def test_every_log_line_of_a_job_names_its_run(tmp_path: Path) -> None:
+    argv = ["--run-date", "2024-03-01", "--rollback", "--run-id", "nightly__2024-03-01"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "promote_model.py"), *argv, "--set", f"paths.root={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert done.returncode == 1, done.stderr  # no registry: nothing to roll back to
+    lines = [ln for ln in done.stderr.splitlines() if LOG_LINE.match(ln)]
+    assert len(lines) >= 2, done.stderr  # the settings line and the error at least
+    assert all("[nightly__2024-03-01]" in ln for ln in lines), lines
+    assert any("RegistryError" in ln for ln in lines)

@@ -181,11 +181,14 @@ def optimize(spark: SparkSession, path: str, *, run_id: str) -> None:
     Readers keep their snapshot: OPTIMIZE only rewrites files, it changes no row."""
     if not exists(spark, path):
         return
+    before = version(spark, path)
     spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
     try:
         DeltaTable.forPath(spark, path).optimize().executeCompaction()
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    if version(spark, path) != before:  # nothing to compact commits nothing
+        errors.note_commit()
 
 
 def vacuum(spark: SparkSession, path: str, *, retain_hours: float) -> None:

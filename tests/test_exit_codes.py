@@ -88,6 +88,7 @@ def test_a_bad_input_error_caused_by_an_oom_is_a_resource_failure() -> None:
     assert "spark.conf.spark.driver.memory" in failure.message and "raw files" not in failure.message
 
 
+@pytest.mark.integration
 def test_a_jvm_oom_while_reading_exits_5_naming_the_setting_not_the_file(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -107,6 +108,7 @@ def test_a_jvm_oom_while_reading_exits_5_naming_the_setting_not_the_file(
     assert not (tmp_path / "warehouse" / "bronze").exists()
 
 
+@pytest.mark.integration
 def test_a_crash_between_two_commits_exits_6_and_a_rerun_completes(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -155,6 +157,7 @@ def test_a_usage_error_exits_2_with_an_error_line(tmp_path: Path, capsys: pytest
     assert _result(capsys.readouterr().out, "SESSIONIZE")["exit_code"] == 2
 
 
+@pytest.mark.integration
 def test_a_wrong_vocab_version_found_at_run_time_exits_2(
     spark: SparkSession, cfg: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

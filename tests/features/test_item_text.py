@@ -178,6 +178,7 @@ def test_bad_encoder_settings_fail_naming_the_section(cfg: Config) -> None:
         load_config("local", [f"paths.root={cfg.get('paths.root')}", "embeddings.device=tpu"])
 
 
+@pytest.mark.integration  # loads the MiniLM encoder, runs the job
 def test_vectors_are_unit_length_and_similar_titles_are_closer(spark: SparkSession, cfg: Config) -> None:
     rows = [
         ("tee1", "2024-01-01 10:00:00", "red cotton t-shirt", None, None),
@@ -214,6 +215,7 @@ def run_job(cfg: Config, run_date: dt.date, capsys: pytest.CaptureFixture[str]) 
     return json.loads(lines[0].removeprefix("EMBED_ITEMS "))
 
 
+@pytest.mark.integration  # loads the MiniLM encoder, runs the job
 def test_rerun_with_unchanged_data_encodes_nothing(
     spark: SparkSession, cfg: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -244,6 +246,7 @@ def test_rerun_with_unchanged_data_encodes_nothing(
     assertDataFrameEqual(tables.read(spark, path), before)
 
 
+@pytest.mark.integration  # loads the MiniLM encoder, runs the job
 def test_changed_title_re_encodes_only_that_item(spark: SparkSession, cfg: Config) -> None:
     append_bronze(
         cfg,
@@ -294,6 +297,7 @@ def _expected_texts(bronze: pd.DataFrame) -> dict[str, str]:
 
 
 @pytest.mark.real_data
+@pytest.mark.integration
 def test_uci_online_retail_descriptions(
     spark: SparkSession, cfg: Config, shared_datasets: Path, tmp_path: Path
 ) -> None:

@@ -264,6 +264,7 @@ def tamper(rows: list[tuple], since: dt.datetime, seed: int) -> list[tuple]:
     return out + extra
 
 
+@pytest.mark.integration  # three whole snapshot builds over a random shop
 def test_a_snapshot_does_not_change_when_events_at_or_after_the_as_of_date_change(
     spark: SparkSession,
 ) -> None:
@@ -290,6 +291,7 @@ def test_a_snapshot_does_not_change_when_events_at_or_after_the_as_of_date_chang
 # ---------------------------------------------------------------------------------- transactions only
 
 
+@pytest.mark.integration  # two whole snapshot builds
 def test_a_transactions_only_source_gets_purchase_sequences_and_no_price_labels(spark: SparkSession) -> None:
     rows = [r for r in random_rows(seed=5, users=6, n=200, days=45) if r[2] == "purchase"]
     got = snapshot(spark, rows, vocab_of(catalog_events(spark, rows)), cutoff=D("2024-03-01")).cache()

@@ -23,7 +23,7 @@ from shopformer.model import data as train_data
 from shopformer.sessions import job as sessionize_job
 from tests.ingest.test_real_data import _xlsx_to_csv
 
-pytestmark = pytest.mark.real_data
+pytestmark = [pytest.mark.real_data, pytest.mark.integration]
 AS_OF = [dt.date(2010, 6, 1), dt.date(2010, 9, 1)]
 
 

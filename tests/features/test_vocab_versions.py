@@ -19,6 +19,7 @@ SHOP = [("u1", f"2024-02-0{d} 10:00:00", "view", item, 1.0) for d in (1, 2, 3) f
 GROWN = [*SHOP, *[("u2", "2024-02-04 10:00:00", "view", "c9", 1.0)] * 3]  # a new item, frequent enough
 
 
+@pytest.mark.integration
 def test_a_version_is_built_once_reused_on_rerun_and_never_rewritten(
     spark: SparkSession, cfg: Config
 ) -> None:

@@ -45,6 +45,7 @@ def _rejected(spark: SparkSession, cfg: Config) -> object:
     return tables.read(spark, cfg.table("bronze_events_rejected")).select("reason", "raw_record")
 
 
+@pytest.mark.integration
 def test_a_changed_time_format_rejects_the_night_and_exits_4_after_writing_the_rejects(
     spark: SparkSession, cfg: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -60,6 +61,7 @@ def test_a_changed_time_format_rejects_the_night_and_exits_4_after_writing_the_r
     assertDataFrameEqual(_rejected(spark, cfg), expected)  # the rejects are written before the exit
 
 
+@pytest.mark.integration
 def test_a_reject_share_over_the_threshold_exits_4_and_under_it_exits_0(
     spark: SparkSession, cfg: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -75,6 +77,7 @@ def test_a_reject_share_over_the_threshold_exits_4_and_under_it_exits_0(
     assert _line(capsys.readouterr().out)["bad_input"] == []
 
 
+@pytest.mark.integration
 def test_rows_rejected_by_the_mappings_own_filters_are_not_defects(
     spark: SparkSession, cfg: Config, tmp_path: Path
 ) -> None:
@@ -106,6 +109,7 @@ def test_only_the_bad_landing_date_of_a_range_is_named() -> None:
     ]
 
 
+@pytest.mark.integration
 def test_an_event_dated_1970_is_rejected_and_sessionize_starts_at_the_landing_date(
     spark: SparkSession, cfg: Config, tmp_path: Path
 ) -> None:

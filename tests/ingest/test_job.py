@@ -19,6 +19,8 @@ from shopformer.ingest.job import IngestReport
 from shopformer.ops.jobs import job_main
 from tests.ingest.helpers import HEADER, land, with_mapping
 
+pytestmark = pytest.mark.integration  # the ingest job against Delta tables
+
 D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 GOOD = "2024-01-01 10:00:00 UTC,view,p1,100,cat.a,acme,1.50,u1,s1"
 DAY1 = "\n".join(

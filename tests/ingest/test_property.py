@@ -12,6 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import SparkSession
@@ -21,6 +22,7 @@ from shopformer.config import load_config
 from shopformer.ingest import job as ingest_job
 from tests.ingest.helpers import HEADER, REES_COLS, land
 
+pytestmark = pytest.mark.integration  # many generated examples, each a whole ingest job
 DAY = dt.date(2024, 3, 1)
 ident = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=4)
 

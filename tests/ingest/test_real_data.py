@@ -20,7 +20,7 @@ from shopformer.ingest import job as ingest_job
 from shopformer.ingest.sources import export_workbook
 from tests.ingest.helpers import REES_COLS, with_mapping
 
-pytestmark = pytest.mark.real_data
+pytestmark = [pytest.mark.real_data, pytest.mark.integration]
 
 REES = "rees46_multi_category_store_head"
 COSMETICS = "rees46_cosmetics_shop_42piscine_heads"

@@ -108,6 +108,7 @@ def _assert_kept(
         assertDataFrameEqual(tables.read(spark, cfg.table(name)).collect(), expected)
 
 
+@pytest.mark.integration  # MERGE-deletes across eight Delta tables
 def test_forget_removes_the_users_rows_everywhere_and_nothing_else(
     spark: SparkSession, shop: Config, template: tuple[Path, dict[str, list[Row]]]
 ) -> None:
@@ -132,6 +133,7 @@ def test_forget_removes_the_users_rows_everywhere_and_nothing_else(
     assert spark.sql(f"DESCRIBE HISTORY delta.`{shop.table('scores_user_scores')}`").count() == 2
 
 
+@pytest.mark.integration  # MERGE-deletes across eight Delta tables
 def test_job_limits_to_a_source_and_vacuum_removes_old_versions(
     spark: SparkSession,
     shop: Config,

@@ -37,6 +37,7 @@ def test_ids_are_literal_in_a_list_and_only_whole_lines_are_comments_in_a_file(t
         forget.parse_users(str(users))
 
 
+@pytest.mark.integration
 def test_forgetting_an_id_with_a_hash_keeps_the_user_it_starts_with(
     spark: SparkSession,
     cfg: Config,

@@ -25,6 +25,7 @@ def _append_nights(spark: SparkSession, path: str, nights: int) -> None:
         rows.write.format("delta").mode("append").partitionBy("source").save(path)
 
 
+@pytest.mark.integration
 def test_the_job_compacts_small_files_and_keeps_time_travel(
     spark: SparkSession, cfg: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -61,6 +61,7 @@ def aliases(root: Path) -> dict[str, str]:
     return {a: str(v) for a, v in MlflowClient().get_registered_model(NAME).aliases.items()}
 
 
+@pytest.mark.integration  # MLflow registry with logged models
 def test_promote_then_roll_back_and_forward(
     registry_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,6 +83,7 @@ def test_promote_then_roll_back_and_forward(
     assert aliases(registry_root) == {"champion": "3", "previous_champion": "1"}
 
 
+@pytest.mark.integration  # MLflow registry with logged models
 def test_champion_vocabulary_follows_the_alias_and_names_what_is_missing(registry_root: Path) -> None:
     with pytest.raises(registry.RegistryError, match="no 'champion' alias"):
         registry.champion_vocabulary(NAME)
@@ -96,6 +98,7 @@ def test_champion_vocabulary_follows_the_alias_and_names_what_is_missing(registr
     assert registry.champion_vocabulary(NAME) == "v2024-01-01"
 
 
+@pytest.mark.integration  # MLflow registry with logged models
 def test_snapshots_with_vocab_version_champion_use_the_champions_vocabulary(
     spark: SparkSession, registry_root: Path
 ) -> None:
@@ -117,6 +120,7 @@ def test_snapshots_with_vocab_version_champion_use_the_champions_vocabulary(
     assert [r["vocab_version"] for r in got.collect()] == ["v2024-02-05"]  # not the newest, v2024-03-04
 
 
+@pytest.mark.integration  # MLflow registry with logged models
 def test_a_version_without_its_vocabulary_or_that_does_not_load_is_not_promoted(
     registry_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

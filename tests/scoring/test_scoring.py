@@ -107,6 +107,7 @@ def _partition(spark: SparkSession, cfg: Config, table: str) -> DataFrame:
     return tables.read(spark, cfg.table(table)).where(F.col("as_of_date") == T)
 
 
+@pytest.mark.integration  # module fixtures: snapshots job, a trained checkpoint, two scoring runs
 def test_rescoring_a_date_replaces_it_with_identical_rows(
     spark: SparkSession, shop: Config, scored_twice: dict
 ) -> None:
@@ -125,6 +126,7 @@ def test_rescoring_a_date_replaces_it_with_identical_rows(
     assert [tuple(r) for r in lineage] == [("shopformer", "1", "score:1", "2024-02-19 00:00:00")]
 
 
+@pytest.mark.integration  # module fixtures: snapshots job, a trained checkpoint, two scoring runs
 def test_scores_equal_the_models_own_predictions(
     spark: SparkSession, shop: Config, checkpoint: str, scored_twice: dict
 ) -> None:
@@ -151,6 +153,7 @@ def test_scores_equal_the_models_own_predictions(
     ]
 
 
+@pytest.mark.integration  # module fixtures: snapshots job, a trained checkpoint, two scoring runs
 def test_segments_are_elasticity_terciles(spark: SparkSession, shop: Config, scored_twice: dict) -> None:
     scores = _partition(spark, shop, "scores_user_scores").toPandas()
     assert scores.loc[scores["user_id"].str.startswith("b"), "price_elasticity"].isna().all()
@@ -175,6 +178,7 @@ def test_segment_ranks_ties_and_keeps_nulls_out(spark: SparkSession) -> None:
     assertDataFrameEqual(got, spark.createDataFrame(want, "user_id string, seg string"))
 
 
+@pytest.mark.integration  # needs the module's snapshots and trained checkpoint
 def test_missing_snapshots_or_a_bad_model_fail_before_writing(
     spark: SparkSession, shop: Config, checkpoint: str, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
@@ -13,6 +14,8 @@ from shopformer.config import Config
 from shopformer.schemas import BRONZE_EVENTS
 from shopformer.sessions import job as sessionize_job
 from tests.factories import bronze
+
+pytestmark = pytest.mark.integration  # sessionize job runs against Delta tables
 
 D1, D2, D3 = dt.date(2024, 2, 11), dt.date(2024, 2, 12), dt.date(2024, 2, 13)
 ROWS = [

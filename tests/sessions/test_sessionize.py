@@ -184,6 +184,7 @@ def _read(spark: SparkSession, cfg: Config, name: str, *, as_of: int | None = No
     return _without_lineage(tables.read(spark, cfg.table(name), as_of=as_of))
 
 
+@pytest.mark.integration  # five sessionize job runs against Delta
 def test_nightly_incremental_equals_full_recompute_and_reruns_are_idempotent(
     spark: SparkSession, cfg: Config
 ) -> None:

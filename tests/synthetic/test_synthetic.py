@@ -93,6 +93,7 @@ def test_null_start_date_ends_the_day_before_run_date() -> None:
     assert ShopParams.from_config(cfg, RUN_DATE).start_date == dt.date(2024, 2, 20)
 
 
+@pytest.mark.integration
 def test_same_seed_same_rows_any_partitioning_other_seed_differs(spark: SparkSession) -> None:
     small = {"users": 80, "days": 7, "dirty_fraction": 0.05, "late_fraction": 0.05}
     a = make_shop(spark, partitions=1, **small)[3]
@@ -179,6 +180,7 @@ def test_truth_schemas_and_catalog(clean: tuple) -> None:
     assert top > 0.25 and ratio > 8, f"top 10% of items get {top:.0%} of views, top/median {ratio:.1f}"
 
 
+@pytest.mark.integration
 def test_promotions_lower_prices_and_raise_conversion_of_elastic_users(big: tuple) -> None:
     p, users, items, logs = big
     start = F.lit(p.start_date)
@@ -207,6 +209,7 @@ def test_promotions_lower_prices_and_raise_conversion_of_elastic_users(big: tupl
     assert conv[True] > 1.25 * conv[False], conv
 
 
+@pytest.mark.integration
 def test_an_item_left_in_the_cart_raises_the_next_sessions_purchase_rate(big: tuple) -> None:
     _, _, _, logs = big
     ids = lambda t: F.collect_set(F.when(F.col("event_type") == t, F.col("pid")))  # noqa: E731
@@ -228,6 +231,7 @@ def test_an_item_left_in_the_cart_raises_the_next_sessions_purchase_rate(big: tu
     assert by[True] > 1.3 * by[False], by
 
 
+@pytest.mark.integration
 def test_late_rows_land_the_next_day_and_dirt_is_within_tolerance(spark: SparkSession) -> None:
     _, _, _, logs = make_shop(spark, users=1000, dirty_fraction=0.1, late_fraction=0.1)
     rows = parsed(logs).cache()
@@ -249,6 +253,7 @@ def test_late_rows_land_the_next_day_and_dirt_is_within_tolerance(spark: SparkSe
     )
 
 
+@pytest.mark.integration
 def test_job_writes_landing_folders_and_truth(
     spark: SparkSession, cfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,14 +1,16 @@
 -- Example Spark SQL queries over the nightly scores (docs/scoring.md "SQL").
 --
 -- They use the temporary views that shopformer.scoring.sql_views.register_views(spark, cfg) creates:
---   scores_user_scores, scores_latest_user_scores (newest as_of_date per source),
---   scores_score_quality, gold_user_snapshots.
--- Without them, replace a view name with its path-based table, e.g. delta.`data/warehouse/scores/user_scores`.
+--   scores_user_scores (published nights only), scores_latest_user_scores (newest published night per
+--   source), scores_published_nights, scores_score_quality, gold_user_snapshots.
+-- The score views show a night only once scores.published_nights says it is whole and score quality judged
+-- it (docs/scoring.md "Published nights"). A path-based table, e.g. delta.`data/warehouse/scores/user_scores`,
+-- reads every written row instead: join scores.published_nights as sql_views.PUBLISHED does.
 -- Each query starts at a "-- name: <id>" line (tests/scoring/test_quality.py runs every one of them) and ends with ";".
 -- Thresholds (0.5, 0.6, 0.2 .. 0.6, LIMIT) are examples: edit them to the campaign.
 
 -- name: likely_buyers_this_week
--- Users most likely to buy in the next 7 days, from the newest scored night of each source.
+-- Users most likely to buy in the next 7 days, from the newest published night of each source.
 -- propensity_7d is calibrated: 0.3 means about 3 in 10 such users buy within the week.
 SELECT source, user_id, as_of_date, propensity_7d
 FROM scores_latest_user_scores

@@ -31,6 +31,7 @@ TABLE_SCHEMAS: dict[str, StructType] = {
     "scores.user_embeddings": schemas.SCORES_USER_EMBEDDINGS,
     "scores.user_next_items": schemas.SCORES_USER_NEXT_ITEMS,
     "scores.score_quality": schemas.SCORES_SCORE_QUALITY,
+    "scores.published_nights": schemas.SCORES_PUBLISHED_NIGHTS,
 }
 
 

@@ -217,3 +217,24 @@ SCORES_SCORE_QUALITY = StructType(
         StructField("run_id", StringType(), False),
     ]
 )
+
+# scores.published_nights: one row per (source, as_of_date) whose three score tables are complete
+# (docs/scoring.md "Published nights"). jobs/score_users.py writes it last with quality_verdict 'pending';
+# jobs/evaluate_scores.py sets 'passed' / 'breached' as its last commit. The SQL views show only nights
+# judged here, and only the rows of scoring_run_id at model_version.
+PUBLISH_VERDICTS = ("pending", "passed", "breached")
+SCORES_PUBLISHED_NIGHTS = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("as_of_date", DateType(), False),
+        StructField("model_name", StringType(), False),
+        StructField("model_version", StringType(), False),
+        StructField("scoring_run_id", StringType(), False),
+        StructField("users", LongType(), False),
+        StructField("quality_verdict", StringType(), False),
+        StructField("quality_evaluated_on", DateType(), True),
+        StructField("quality_run_id", StringType(), True),
+        StructField("published_at", TimestampType(), False),
+        StructField("run_id", StringType(), False),
+    ]
+)

@@ -17,7 +17,7 @@ from shopformer import tables
 from shopformer.config import Config, load_config
 from shopformer.features.snapshots import snapshot_schema
 from shopformer.schemas import SCORES_USER_SCORES
-from shopformer.scoring import quality_job, sql_views
+from shopformer.scoring import publish, quality_job, sql_views
 
 D1, D2 = dt.date(2024, 3, 4), dt.date(2024, 3, 11)
 SETTINGS = [
@@ -98,6 +98,8 @@ def write_world(spark: SparkSession, root: Path, *extra: str) -> Config:
     ]
     d1 = [r | {"revenue_90d": None, "n_purchases_90d": None} for r in d1]
     _snapshots(spark, cfg, d1 + d2)
+    for d in (D1, D2):  # what the scoring job does last: both nights published, pending score quality
+        publish.publish_scored(spark, cfg, run_date=d, run_id=f"score:{d}")
     return cfg
 
 
@@ -185,6 +187,11 @@ def test_a_breach_is_written_then_raised(spark: SparkSession, tmp_path: Path) ->
     assert [(r["as_of_date"], r["score"], r["metric"], r["threshold"]) for r in breached] == [
         (D2, "propensity_7d", "psi", 0.25)
     ]
+    nights = tables.read(spark, cfg.table("scores_published_nights")).orderBy("as_of_date").collect()
+    assert [(r["as_of_date"], r["quality_verdict"], r["quality_run_id"]) for r in nights] == [
+        (D1, "passed", "quality:b"),
+        (D2, "breached", "quality:b"),  # judged before the breach was raised
+    ]
 
 
 def test_every_sql_example_runs_and_returns_the_expected_users(
@@ -192,7 +199,10 @@ def test_every_sql_example_runs_and_returns_the_expected_users(
 ) -> None:
     views = sql_views.register_views(spark, world["cfg"])
     assert set(views) == {
+        "scores_published_nights",
         "scores_user_scores",
+        "scores_user_embeddings",
+        "scores_user_next_items",
         "scores_latest_user_scores",
         "scores_score_quality",
         "gold_user_snapshots",

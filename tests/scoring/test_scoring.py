@@ -34,6 +34,7 @@ from shopformer.model.network import (
 )
 from shopformer.schemas import SILVER_EVENTS
 from shopformer.scoring import job as scoring_job
+from shopformer.scoring import quality_job, sql_views
 from shopformer.scoring import transforms as scoring
 from tests.features.test_snapshots import random_rows, silver
 
@@ -193,3 +194,43 @@ def test_missing_snapshots_or_a_bad_model_fail_before_writing(
     with pytest.raises(scoring_job.ModelLoadError, match=r"'99'.*scoring\.model_version"):
         scoring_job.run(spark, bad, run_date=T, run_id="score:y")
     assert {t: tables.version(spark, shop.table(t)) for t in SCORE_TABLES} == before
+
+
+@pytest.mark.integration  # needs the module's snapshots and trained checkpoint; scores twice, judges once
+def test_a_night_killed_between_its_commits_is_invisible_until_rerun_and_judged(
+    spark: SparkSession, shop: Config, checkpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's half night, through the real job: killed after scores.user_scores, the night is in that
+    table but in no view; the rerun publishes it (pending), score quality judges it, then every view
+    shows exactly the three tables' rows."""
+    names = [*SCORE_TABLES, "scores_published_nights", "scores_score_quality"]
+    cfg = load_config(
+        "local",
+        [f"paths.root={shop.get('paths.root')}", *TINY, *[f"tables.{t}={tmp_path / t}" for t in names]],
+    )
+    write = tables.replace_where
+
+    def killed_after_one(*args: object, **kwargs: object) -> None:
+        if tables.exists(spark, cfg.table("scores_user_scores")):
+            raise RuntimeError("killed between commits")
+        write(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tables, "replace_where", killed_after_one)
+    with pytest.raises(RuntimeError, match="killed between commits"):
+        scoring_job.run(spark, cfg, run_date=T, run_id="score:1")
+    monkeypatch.undo()
+    n = len(_snapshot_rows(spark, shop))
+    assert _partition(spark, cfg, "scores_user_scores").count() == n  # half a night on disk ...
+    sql_views.register_views(spark, cfg)
+    assert [spark.table(v).count() for v in (*SCORE_TABLES, "scores_latest_user_scores")] == [
+        0
+    ] * 4  # ... unseen
+    scoring_job.run(spark, cfg, run_date=T, run_id="score:1")
+    night = tables.read(spark, cfg.table("scores_published_nights")).collect()
+    assert [(r["users"], r["model_version"], r["quality_verdict"]) for r in night] == [(n, "1", "pending")]
+    sql_views.register_views(spark, cfg)  # again: a table absent at registration stays an empty view
+    assert spark.table("scores_latest_user_scores").count() == 0  # not judged yet
+    quality_job.run(spark, cfg, run_date=T, run_id="quality:1")
+    for t in SCORE_TABLES:
+        assertDataFrameEqual(spark.table(t), _partition(spark, cfg, t))
+    assert spark.table("scores_latest_user_scores").count() == n

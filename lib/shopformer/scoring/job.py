@@ -3,7 +3,8 @@
 Everything that can fail on bad input is checked before the first write: the snapshots of the date exist,
 the model version (or alias) loads, and the snapshots were built with the model's vocabulary and fit its
 inputs. The model is scored once (persisted) and written to three tables, each one atomic Delta commit
-that replaces the run date's partition, so a rerun of the date replaces it exactly.
+that replaces the run date's partition, so a rerun of the date replaces it exactly. The last commit
+publishes the night in scores.published_nights (verdict ``pending`` until score quality judges it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shopformer.features.job import as_of_dates
 from shopformer.features.vocab import first_frequent_id
 from shopformer.progress import Progress
 from shopformer.schemas import SCORES_USER_EMBEDDINGS, SCORES_USER_NEXT_ITEMS, SCORES_USER_SCORES
+from shopformer.scoring import publish
 from shopformer.scoring import transforms as scoring
 from shopformer.spark import build_spark
 
@@ -198,6 +200,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
             _write(cfg, scored, run_date, lineage)
         finally:
             scored.unpersist()
+    publish.publish_scored(spark, cfg, run_date=run_date, run_id=run_id)  # last: the night is complete
     return _report(spark, cfg, run_date, m, int(stats["n"]))
 
 
@@ -227,7 +230,8 @@ Score gold.user_snapshots of --run-date with the registered model into scores.us
 scores.user_embeddings and scores.user_next_items (docs/scoring.md).
 
 The model is ``train.registered_model`` at ``scoring.model_version`` (the ``champion`` alias by default, or a
-version number). Each table's --run-date partition is replaced in one atomic commit; a missing snapshot
+version number). Each table's --run-date partition is replaced in one atomic commit, then the night is
+published in scores.published_nights (pending until evaluate_scores judges it); a missing snapshot
 partition or a model that does not load stops the job before anything is written. A backfill
 (--end-date) scores the as-of dates --run-date, +``snapshots.every_days``, ... in one Spark session.
 """

@@ -4,7 +4,9 @@ Every scored date in the look-back window ending at the run date is (re)evaluate
 have matured, PSI against the source's previous scored date wherever there is one. The window's rows are
 replaced in one atomic commit (``replaceWhere`` on the date range), so a rerun gives the same table, and
 a date whose churn labels matured later gets its churn rows on a later night. Breaches are written first
-and raised afterwards (``QualityBreachError``), so the table always says what failed the job.
+and raised afterwards (``QualityBreachError``), so the table always says what failed the job. The last
+commit sets the verdict of the window's nights in scores.published_nights (``publish.judge``), which
+makes them visible to the SQL views.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from shopformer.config import Config
 from shopformer.errors import ShopformerError, UsageError
 from shopformer.features.snapshots import snapshot_schema
 from shopformer.schemas import SCORES_SCORE_QUALITY
-from shopformer.scoring import quality
+from shopformer.scoring import publish, quality
 from shopformer.settings import QualitySettings
 from shopformer.spark import build_spark
 
@@ -119,6 +121,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         run_id=run_id,
     )
     written = tables.read(spark, path).where(F.expr(_predicate(lo, run_date))).collect()
+    # Last commit, before a breach is raised: the window's published nights get their verdict.
+    publish.judge(spark, cfg, predicate=_predicate(lo, run_date), run_date=run_date, run_id=run_id)
     report = _report(run_date, lo, written)
     if report.failing:
         raise QualityBreachError(
@@ -169,6 +173,7 @@ For every scored as-of date in [--run-date - quality.lookback_days, --run-date]:
 ECE and top-decile lift of propensity_7d and churn_30d where gold.user_snapshots has matured labels, and PSI
 of each score against the source's previous scored date. Thresholds are in conf ``quality``; a breach is
 written to the table first, then the job exits 3 with one line naming it (1: the job itself failed).
+Last, the window's nights in scores.published_nights get their verdict, which shows them to the SQL views.
 """
 
 

@@ -2,11 +2,16 @@
 
 The tables live at paths (no metastore), so SQL users either write ``delta.`/path``` or call
 ``register_views(spark, cfg)`` once per session and query ``scores_user_scores``,
-``scores_latest_user_scores``, ``scores_score_quality`` and ``gold_user_snapshots`` by name
+``scores_latest_user_scores``, ``scores_user_embeddings``, ``scores_user_next_items``,
+``scores_published_nights``, ``scores_score_quality`` and ``gold_user_snapshots`` by name
 (docs/scoring.md "SQL"; the queries in sql/examples.sql use these names).
 
 Views are SQL text (``CREATE TEMP VIEW ... AS SELECT * FROM delta.`path```), not DataFrames: Spark
 re-analyses a SQL view on every query, so a view created before tonight's run shows tonight's rows.
+
+The score views show published nights only (``scoring.publish``): a night of scores.published_nights
+whose quality was judged, and of it only the rows of the recorded scoring run and model version, so a
+night whose three tables are not all written yet, or that a rerun is rewriting, is not seen half-done.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from pyspark.sql.types import StructType
 from shopformer import tables
 from shopformer.config import Config
 from shopformer.features.snapshots import snapshot_schema
-from shopformer.schemas import SCORES_SCORE_QUALITY, SCORES_USER_SCORES
+from shopformer.schemas import (
+    SCORES_PUBLISHED_NIGHTS,
+    SCORES_SCORE_QUALITY,
+    SCORES_USER_EMBEDDINGS,
+    SCORES_USER_NEXT_ITEMS,
+    SCORES_USER_SCORES,
+)
 
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[3] / "sql" / "examples.sql"
@@ -35,6 +46,22 @@ FROM scores_user_scores AS s
 JOIN (SELECT source, max(as_of_date) AS as_of_date FROM scores_user_scores GROUP BY source) AS m
   ON s.source = m.source AND s.as_of_date = m.as_of_date
 """
+
+# A score table's rows of published, judged nights: those of the run and model version the night names.
+PUBLISHED = """
+CREATE OR REPLACE TEMP VIEW {name} AS
+SELECT s.*
+FROM {table} AS s
+LEFT SEMI JOIN scores_published_nights AS p
+  ON s.source = p.source AND s.as_of_date = p.as_of_date
+ AND s.model_version = p.model_version AND s.run_id = p.scoring_run_id
+ AND p.quality_verdict <> 'pending'
+"""
+SCORE_TABLES = {
+    "scores_user_scores": SCORES_USER_SCORES,
+    "scores_user_embeddings": SCORES_USER_EMBEDDINGS,
+    "scores_user_next_items": SCORES_USER_NEXT_ITEMS,
+}
 
 
 def delta_ref(path: str) -> str:
@@ -52,18 +79,28 @@ def _view(spark: SparkSession, name: str, path: str, schema: StructType) -> None
         spark.createDataFrame([], schema).createOrReplaceTempView(name)
 
 
+def _published_view(spark: SparkSession, name: str, path: str, schema: StructType) -> None:
+    """A score table's view restricted to published nights (empty, of its schema, when it is absent)."""
+    if tables.exists(spark, path):
+        spark.sql(PUBLISHED.format(name=name, table=delta_ref(path)))
+    else:
+        _view(spark, name, path, schema)
+
+
 def register_views(spark: SparkSession, cfg: Config) -> list[str]:
     """Create (or replace) the session's temporary views; returns their names."""
     windows = list(cfg.settings.snapshots.windows_days)
     sources = {
-        "scores_user_scores": ("scores_user_scores", SCORES_USER_SCORES),
+        "scores_published_nights": ("scores_published_nights", SCORES_PUBLISHED_NIGHTS),
         "scores_score_quality": ("scores_score_quality", SCORES_SCORE_QUALITY),
         "gold_user_snapshots": ("gold_user_snapshots", snapshot_schema(windows)),
     }
     for name, (table, schema) in sources.items():
         _view(spark, name, cfg.table(table), schema)
+    for name, schema in SCORE_TABLES.items():  # after scores_published_nights, which they join
+        _published_view(spark, name, cfg.table(name), schema)
     spark.sql(LATEST)
-    names = [*sources, "scores_latest_user_scores"]
+    names = [*sources, *SCORE_TABLES, "scores_latest_user_scores"]
     log.info("temporary views: %s", names)
     return names
 

@@ -33,7 +33,10 @@ SHOP = ["synthetic.users=400", "synthetic.items=100", "synthetic.days=16", f"syn
 # A tiny, fast model (as tests/model/test_train_job.py) on as-of dates every 2 days with 7-day horizons.
 MODEL = [
     "snapshots.every_days=2",
-    "snapshots.churn_horizon_days=7",
+    # Purged splits (model/data.py): a date trains or validates only if its label window ends by the next
+    # split's first date; 2-day horizons leave 16 days holdout 01-13, valid 01-11, train 01-03..01-09.
+    "snapshots.propensity_horizon_days=2",
+    "snapshots.churn_horizon_days=2",
     "snapshots.max_len=8",
     "snapshots.windows_days=[7,30]",
     "snapshots.price_max_views=4",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -15,6 +16,8 @@ from shopformer.schemas import SCORES_USER_EMBEDDINGS, SCORES_USER_NEXT_ITEMS, S
 from shopformer.scoring import publish, quality_job, sql_views
 
 N1, N2 = dt.date(2024, 3, 4), dt.date(2024, 3, 5)
+pytestmark = pytest.mark.integration  # the scoring and score-quality jobs against Delta tables
+
 USERS = [f"u{i}" for i in range(6)]
 SCORE_TABLES = {
     "scores_user_scores": SCORES_USER_SCORES,

@@ -19,6 +19,8 @@ from shopformer.features.snapshots import snapshot_schema
 from shopformer.schemas import SCORES_USER_SCORES
 from shopformer.scoring import publish, quality_job, sql_views
 
+pytestmark = pytest.mark.integration  # the score-quality job against Delta tables
+
 D1, D2 = dt.date(2024, 3, 4), dt.date(2024, 3, 11)
 SETTINGS = [
     "quality.min_rows=4",

@@ -150,4 +150,7 @@ def test_a_failing_step_stops_the_demo_with_its_exit_code(tmp_path: Path) -> Non
     assert re.findall(r"^==> \[\d+/11\] (\w+)", done.stderr, re.M) == ["generate_shop", "ingest_events"]
     assert "<== [2] ingest_events FAILED (exit 1)" in done.stderr
     assert "SourceError" in done.stderr and "rees46/date=2024-01-01" in done.stderr  # the log's tail
-    assert [ln.split(" ", 1)[0] for ln in done.stdout.splitlines()] == ["GENERATE_SHOP"]
+    # The failing job's own result line says why (issue 16: a failing job prints one TAG {"error": ...}).
+    assert [ln.split(" ", 1)[0] for ln in done.stdout.splitlines()] == ["GENERATE_SHOP", "INGEST"]
+    failed = json.loads(done.stdout.splitlines()[-1].removeprefix("INGEST "))
+    assert failed["exit_code"] == 1 and failed["committed"] == 0 and "SourceError" in failed["error"]

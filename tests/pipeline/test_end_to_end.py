@@ -165,7 +165,8 @@ def test_a_night_without_landing_files_fails_before_writing(
     version = tables.version(spark, path)
     done = run_job(pipeline["root"], "ingest_events", "--run-date", "2024-03-09", expect_rc=1)
     assert "date=2024-03-09" in done.stderr
-    assert done.stdout.strip() == ""
+    failed = summary(done, "INGEST")  # a failing job's one result line says why, and that nothing was written
+    assert failed["exit_code"] == 1 and failed["committed"] == 0 and "date=2024-03-09" in failed["error"]
     assert tables.version(spark, path) == version
 
 

@@ -1,7 +1,9 @@
 """The Airflow DAGs run for real on a tiny synthetic shop, once per test session (fixtures in conftest.py).
 
-The history before the DAG runs (generate the shop, ingest + sessionize its landing folders) runs in this
-process's Spark session, as one backfill range: it is set-up, not what is under test. Then Airflow 3.3 in
+The history before the DAG runs (generate the shop, ingest + sessionize its landing folders: the event days
+as one backfill range, then the last landing on its own) runs in this process's Spark session, once per
+session (``shop_history``): it is set-up, not what is under test here; the end-to-end harness checks it and
+the cluster harness starts from it too. Then Airflow 3.3 in
 its own virtualenv (``.venv-airflow``: the test process must not import it) runs ``dag.test()`` of
 ``shopformer_training`` and of ``shopformer_nightly`` through tests/pipeline/airflow_driver.py; each task
 spark-submits the real job with the Variable and connection below. Runs with cwd = the root; MLflow's
@@ -10,6 +12,8 @@ artifacts land in ``{root}/mlruns`` (``paths.mlflow_artifacts``) beside ``mlflow
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -24,7 +28,8 @@ from shopformer.ops.jobs import job_main
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
-START, LAST_LANDING = "2024-01-01", "2024-01-17"  # 16 days of events; late rows land the day after
+# 16 days of events; late rows land the day after.
+START, LAST_EVENT_DAY, LAST_LANDING = "2024-01-01", "2024-01-16", "2024-01-17"
 # Logical dates on each DAG's schedule (nightly 02:00, training Mondays 04:00 UTC).
 TRAIN_DS = "2024-01-15"  # as-of dates 2024-01-03 .. 2024-01-15 every 2 days; 7-day labels up to ~01-09
 NIGHTLY_DS = "2024-01-07"  # a night whose 7-day labels have matured: score quality has something to judge
@@ -57,6 +62,16 @@ SMALL_SPARK = [
     "spark.conf.spark.databricks.delta.snapshotPartitions=2",
     "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=2",
 ]
+
+
+@dataclass(frozen=True)
+class History:
+    """Where ``history`` left the shop's landing files, bronze and silver tables, and the result line (the
+    ``TAG {json}`` of stdout) of each of its steps: generate, ingest_range, sessionize_range, ingest_last,
+    sessionize_last."""
+
+    root: Path
+    summaries: dict[str, dict]
 
 
 @dataclass(frozen=True)
@@ -127,24 +142,52 @@ def drive(env: dict[str, str], cwd: Path, *args: str, timeout: int = 1800) -> di
     return json.loads(out.read_text())
 
 
-def _job(name: str, *argv: str) -> None:
-    """A job's main() in this process: build_spark returns the test session, so no JVM starts."""
-    rc = job_main(name)(list(argv))
-    assert rc == 0, f"{name} {argv} exited {rc}"
+def run_in_process(name: str, argv: list[str]) -> str:
+    """A job's ``main(argv)`` in this process (build_spark returns the test session, so no JVM starts), as
+    ``python jobs/<name>.py ARGV`` would run it: what it printed on stdout."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = job_main(name)(argv)
+    assert rc == 0, f"{name} {argv} exited {rc}:\n{out.getvalue()[-4000:]}"
+    return out.getvalue()
 
 
-def history(root: Path) -> None:
-    """The shop and its silver tables up to the last landing folder: what earlier nights left."""
+def result_line(stdout: str, tag: str) -> dict:
+    """The job's one ``TAG {json}`` line on stdout."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(f"{tag} ")]
+    assert len(lines) == 1, stdout
+    return json.loads(lines[0].removeprefix(f"{tag} "))
+
+
+def history(root: Path) -> History:
+    """The shop and its silver tables up to the last landing folder, as earlier nights left them: the event
+    days backfilled as one range, then the last landing (the last day's late rows) on its own."""
     sets = [a for s in overrides(root) for a in ("--set", s)]
-    _job("generate_shop", "--run-date", START, *sets)
-    for job in ("ingest_events", "sessionize"):
-        _job(job, "--run-date", START, "--end-date", LAST_LANDING, *sets)
+
+    def step(job: str, tag: str, *args: str) -> dict:
+        return result_line(run_in_process(job, [*args, *sets]), tag)
+
+    span = ("--run-date", START, "--end-date", LAST_EVENT_DAY)
+    return History(
+        root,
+        {
+            "generate": step("generate_shop", "GENERATE_SHOP", "--run-date", START),
+            "ingest_range": step("ingest_events", "INGEST", *span),
+            "sessionize_range": step("sessionize", "SESSIONIZE", *span),
+            "ingest_last": step("ingest_events", "INGEST", "--run-date", LAST_LANDING),
+            "sessionize_last": step("sessionize", "SESSIONIZE", "--run-date", LAST_LANDING),
+        },
+    )
 
 
-def run_pipeline(root: Path, home: Path) -> Pipeline:
-    """History, then dag.test() of the weekly training and of one night (failing fast: no retries)."""
+def run_pipeline(root: Path, home: Path, history_root: Path | None = None) -> Pipeline:
+    """History (a copy of ``history_root`` when given: what ``history`` wrote there), then dag.test() of the
+    weekly training and of one night (failing fast: no retries)."""
     ensure_airflow_venv()
-    history(root)
+    if history_root is None:
+        history(root)
+    else:
+        copy_root(history_root, root)
     env = airflow_env(home, variable(root)) | {"SHOPFORMER_TEST_NO_RETRIES": "1"}
     training = drive(env, root, "run", "shopformer_training", f"{TRAIN_DS}T04:00:00")
     nightly = drive(env, root, "run", "shopformer_nightly", f"{NIGHTLY_DS}T02:00:00")
@@ -152,6 +195,7 @@ def run_pipeline(root: Path, home: Path) -> Pipeline:
 
 
 def copy_root(src: Path, dst: Path) -> Path:
-    """A copy of a pipeline root for a test that must not change the shared one."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("petastorm_cache", "*.log"))
+    """A copy of a pipeline root for a test that must not change the shared one (``dst`` may exist, empty).
+    Delta tables copy as folders: their logs name data files relative to the table."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("petastorm_cache", "*.log"), dirs_exist_ok=True)
     return dst

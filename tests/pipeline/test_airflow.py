@@ -21,7 +21,9 @@ from shopformer import tables
 from shopformer.config import Config, load_config
 from tests.pipeline import airflow_pipeline as ap
 
-pytestmark = pytest.mark.slow
+# Budget per test, enforced (pytest-timeout): the first test that needs ``airflow_pipeline`` pays for the
+# shared history and both DAG runs (~7 min in CI on 2 cores).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 NIGHTLY = ["ingest_events", "sessionize", "build_snapshots", "embed_items", "score_users", "evaluate_scores"]
 TRAINING = ["build_snapshots", "train"]

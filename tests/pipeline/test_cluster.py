@@ -1,12 +1,12 @@
 """Cluster mode on a real Spark standalone cluster on loopback (docs/cluster.md).
 
 A master and two 1-core workers from the installed pyspark. The shop's history (generate, ingest, sessionize)
-is set-up, not what is under test: it runs in this process's Spark session as airflow_pipeline.py's
-backfill (the same tiny shop and model). Then build_snapshots, train and score_users go through
-``spark-submit`` with the wheel of ``./dev wheel`` on --py-files and conf/cluster.yaml (paths and sizes
-shrunk). The executors run a Python that has the project's dependencies but not its checkout, as on a real
-cluster, so the jobs that run library code there (scoring's pandas UDF, TorchDistributor's training
-processes) can only pass by importing the shipped wheel.
+is set-up, not what is under test: a copy of the session's ``shop_history`` (conftest.py:
+airflow_pipeline.py's backfill, the same tiny shop and model the Airflow harness starts from). Then
+build_snapshots, train and score_users go through ``spark-submit`` with the wheel of ``./dev wheel`` on
+``--py-files`` and conf/cluster.yaml (paths and sizes shrunk). The executors run a Python that has the
+project's dependencies but not its checkout, as on a real cluster, so the jobs that run library code there
+(scoring's pandas UDF, TorchDistributor's training processes) can only pass by importing the shipped wheel.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from shopformer.config import load_config
 from tests.pipeline import airflow_pipeline
 from tests.pipeline.test_end_to_end import summary
 
-pytestmark = pytest.mark.slow
+# Budget per test, enforced (pytest-timeout): the first test pays for the cluster, the wheel and the three
+# spark-submits (~4 min in CI on 2 cores).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
@@ -217,11 +219,10 @@ def submit(
 
 
 @pytest.fixture(scope="module")
-def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """generate_shop -> ingest -> sessionize in this process (set-up): the silver tables the jobs read."""
-    root = tmp_path_factory.mktemp("shop")
-    airflow_pipeline.history(root)
-    return root
+def shop(shop_history: airflow_pipeline.History, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """generate_shop -> ingest -> sessionize (set-up, shared with the Airflow harness): the silver tables the
+    jobs read, in a root of this module's own."""
+    return airflow_pipeline.copy_root(shop_history.root, tmp_path_factory.mktemp("shop"))
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from shopformer.config import Config, load_config
 from shopformer.errors import ConfigError
 from shopformer.ops import demo
 
+# Budget per test, enforced (pytest-timeout): the whole chain took ~4 min in CI on 2 cores.
+pytestmark = pytest.mark.timeout(900)
 REPO = Path(__file__).resolve().parents[2]
 JOBS = [
     "generate_shop",
@@ -144,8 +146,9 @@ def test_demo_runs_the_whole_chain(spark: SparkSession, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_failing_step_stops_the_demo_with_its_exit_code(tmp_path: Path) -> None:
-    # No landing folders for source rees46: ingest fails after generate_shop ran.
-    done = run_demo(tmp_path, "ingest.source=rees46")
+    # No landing folders for source rees46: ingest fails after generate_shop ran (a smaller shop: only
+    # its first step runs).
+    done = run_demo(tmp_path, "ingest.source=rees46", "synthetic.users=30", "synthetic.days=7")
     assert done.returncode == 1
     assert re.findall(r"^==> \[\d+/11\] (\w+)", done.stderr, re.M) == ["generate_shop", "ingest_events"]
     assert "<== [2] ingest_events FAILED (exit 1)" in done.stderr

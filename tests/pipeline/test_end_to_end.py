@@ -1,13 +1,20 @@
-"""The pipeline as a user runs it: the job entry points as subprocesses on a small synthetic shop.
+"""The pipeline as a user runs it on a small synthetic shop: the job entry points as subprocesses.
 
 Checks what only the whole chain shows: every generated raw row is accounted for in bronze (accepted,
 duplicate or rejected with a reason), every accepted event lands in exactly one session, the jobs' printed
 summaries agree with the tables, a rerun of a night changes nothing, and a failing night writes nothing.
+
+The chain up to silver is the session's ``shop_history`` (conftest.py, airflow_pipeline.history: the shop
+generated, its event days backfilled as one range, then the last landing on its own, each job's
+``main(argv)`` in this process with the arguments a shell would pass): the Airflow and cluster harnesses
+start from it too, so it runs once. This module checks its tables against the jobs' result lines, builds
+the last days' snapshots in a copy of that root, then runs what needs processes of its own: the last night
+again as ``jobs/<job>.py`` subprocesses (their result lines must equal the first pass's, their tables the
+versions before), and a night without landing files (the entry point's exit code, nothing written).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,54 +27,53 @@ from pyspark.testing import assertDataFrameEqual
 
 from shopformer import tables
 from shopformer.config import Config, load_config
+from tests.pipeline import airflow_pipeline as ap
 
-pytestmark = pytest.mark.slow
+# Budget per test, enforced (pytest-timeout; the first test pays for the module's pipeline fixture and,
+# run alone, for the session's shop history).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-START, LAST_EVENT_DAY, LAST_LANDING = "2024-03-01", "2024-03-04", "2024-03-05"
+START, LAST_EVENT_DAY, LAST_LANDING = ap.START, ap.LAST_EVENT_DAY, ap.LAST_LANDING
+NO_LANDING = "2024-01-21"  # a night whose landing folder never arrived
+
+
+def _args(root: Path, job_args: tuple[str, ...]) -> list[str]:
+    """The shop's overrides with a small local Spark, every path under ``root``, then ``job_args`` (its
+    ``--set`` entries win)."""
+    overrides = [*ap.overrides(root), "spark.master=local[2]", "spark.conf.spark.driver.memory=1g"]
+    return [*(a for o in overrides for a in ("--set", o)), *job_args]
 
 
 def run_job(root: Path, job: str, *args: str, expect_rc: int = 0) -> subprocess.CompletedProcess[str]:
-    """Run ``jobs/<job>.py`` with a small local Spark, every path under ``root``."""
-    overrides = [
-        f"paths.root={root}",
-        "spark.master=local[2]",
-        "spark.conf.spark.sql.shuffle.partitions=2",
-        "spark.conf.spark.driver.memory=1g",
-        "synthetic.users=300",
-        "synthetic.items=120",
-        "synthetic.days=4",
-        f"synthetic.start_date={START}",
-        "synthetic.dirty_fraction=0.02",
-    ]
-    cmd = [sys.executable, str(REPO / "jobs" / f"{job}.py"), *args]
-    for o in overrides:
-        cmd += ["--set", o]
+    """Run ``jobs/<job>.py`` as a subprocess (its own JVM)."""
+    cmd = [sys.executable, str(REPO / "jobs" / f"{job}.py"), *_args(root, args)]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == expect_rc, f"{job} exited {done.returncode}:\n{done.stderr[-4000:]}"
     return done
 
 
-def summary(done: subprocess.CompletedProcess[str], tag: str) -> dict:
-    """The job's one ``TAG {json}`` line on stdout."""
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(f"{tag} ")]
-    assert len(lines) == 1, done.stdout
-    return json.loads(lines[0].removeprefix(f"{tag} "))
+def summary(done: subprocess.CompletedProcess[str] | str, tag: str) -> dict:
+    """The job's one ``TAG {json}`` line on stdout (of a finished subprocess, or the text itself)."""
+    return ap.result_line(done if isinstance(done, str) else done.stdout, tag)
 
 
 def table(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
     return tables.read(spark, cfg.table(name))
 
 
+SNAPSHOT_DATES = ["2024-01-14", "2024-01-15", "2024-01-16", "2024-01-17"]  # daily, the last four days
 SNAPSHOT_ARGS = (
     "--run-date",
-    "2024-03-02",
+    SNAPSHOT_DATES[0],
     "--end-date",
     LAST_LANDING,
     "--build-vocab",
     "--set",
     "snapshots.every_days=1",
+    "--set",
+    "snapshots.propensity_horizon_days=7",  # the default (the shop's model uses 2-day horizons)
 )
 TABLES = (
     "bronze_events",
@@ -83,17 +89,12 @@ def counts_by(df: DataFrame, col: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Generate the shop, backfill the first days as one range, then run the last night on its own."""
-    root = tmp_path_factory.mktemp("e2e")
-    out = {"root": root}
-    out["generate"] = summary(run_job(root, "generate_shop", "--run-date", START), "GENERATE_SHOP")
-    range_args = ("--run-date", START, "--end-date", LAST_EVENT_DAY)
-    out["ingest_range"] = summary(run_job(root, "ingest_events", *range_args), "INGEST")
-    out["sessionize_range"] = summary(run_job(root, "sessionize", *range_args), "SESSIONIZE")
-    out["ingest_last"] = summary(run_job(root, "ingest_events", "--run-date", LAST_LANDING), "INGEST")
-    out["sessionize_last"] = summary(run_job(root, "sessionize", "--run-date", LAST_LANDING), "SESSIONIZE")
-    out["snapshots"] = summary(run_job(root, "build_snapshots", *SNAPSHOT_ARGS), "SNAPSHOTS")
+def pipeline(shop_history: ap.History, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The shop's history (its jobs' result lines; its tables copied into a root of this module's own),
+    then the snapshots of the last four days, build_snapshots' main in this process."""
+    root = ap.copy_root(shop_history.root, tmp_path_factory.mktemp("e2e"))
+    out = {"root": root, **shop_history.summaries}
+    out["snapshots"] = summary(ap.run_in_process("build_snapshots", _args(root, SNAPSHOT_ARGS)), "SNAPSHOTS")
     return out
 
 
@@ -143,14 +144,16 @@ def test_every_accepted_event_is_in_exactly_one_session(
 def test_rerunning_the_last_night_changes_nothing(
     spark: SparkSession, pipeline: dict, e2e_cfg: Config
 ) -> None:
+    """The last night again, each job as a subprocess: the same result lines as the first pass printed."""
     before = {n: tables.version(spark, e2e_cfg.table(n)) for n in TABLES}
     again = summary(run_job(pipeline["root"], "ingest_events", "--run-date", LAST_LANDING), "INGEST")
-    summary(run_job(pipeline["root"], "sessionize", "--run-date", LAST_LANDING), "SESSIONIZE")
+    sessionize = summary(run_job(pipeline["root"], "sessionize", "--run-date", LAST_LANDING), "SESSIONIZE")
     assert (
         summary(run_job(pipeline["root"], "build_snapshots", *SNAPSHOT_ARGS), "SNAPSHOTS")
         == pipeline["snapshots"]
     )
     assert again == pipeline["ingest_last"]
+    assert sessionize == pipeline["sessionize_last"]
     for name, v in before.items():
         old = tables.read(spark, e2e_cfg.table(name), as_of=v)
         assertDataFrameEqual(table(spark, e2e_cfg, name), old)
@@ -163,10 +166,10 @@ def test_a_night_without_landing_files_fails_before_writing(
 ) -> None:
     path = e2e_cfg.table("bronze_events")
     version = tables.version(spark, path)
-    done = run_job(pipeline["root"], "ingest_events", "--run-date", "2024-03-09", expect_rc=1)
-    assert "date=2024-03-09" in done.stderr
+    done = run_job(pipeline["root"], "ingest_events", "--run-date", NO_LANDING, expect_rc=1)
+    assert f"date={NO_LANDING}" in done.stderr
     failed = summary(done, "INGEST")  # a failing job's one result line says why, and that nothing was written
-    assert failed["exit_code"] == 1 and failed["committed"] == 0 and "date=2024-03-09" in failed["error"]
+    assert failed["exit_code"] == 1 and failed["committed"] == 0 and f"date={NO_LANDING}" in failed["error"]
     assert tables.version(spark, path) == version
 
 
@@ -176,7 +179,7 @@ def test_snapshots_cover_every_user_active_before_each_as_of_date(
     snaps = table(spark, e2e_cfg, "gold_user_snapshots")
     report = pipeline["snapshots"]
     assert report["rows"] == snaps.count() > 0
-    assert report["as_of_dates"] == ["2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
+    assert report["as_of_dates"] == SNAPSHOT_DATES
     events = table(spark, e2e_cfg, "silver_events")
     for day in report["as_of_dates"]:
         before = events.where(F.col("event_time") < F.lit(day).cast("timestamp"))

@@ -16,7 +16,9 @@ from pyspark.sql import functions as F
 from shopformer import tables
 from shopformer.config import load_config
 
-pytestmark = pytest.mark.slow
+# Budget per test, enforced (pytest-timeout): run alone, this test also pays for the Airflow pipeline that
+# ``scored_root`` comes from.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[2]
 KERNEL = "shopformer-test-venv"

@@ -1,6 +1,8 @@
-"""shopformer's Airflow DAGs: ``shopformer_nightly`` (daily scores), ``shopformer_training`` (weekly model).
+"""shopformer's Airflow DAGs: ``shopformer_nightly`` (daily scores), ``shopformer_training`` (weekly model),
+``shopformer_maintenance`` (weekly Delta OPTIMIZE + VACUUM).
 
-Every task is a ``SparkSubmitOperator`` that submits one ``<repo>/jobs/<job>.py`` with ``--run-date``
+Every task is a ``ShopformerJobOperator`` (a ``SparkSubmitOperator`` that knows the jobs' exit codes, below)
+that submits one ``<repo>/jobs/<job>.py`` with ``--run-date``
 ``{{ ds }}``, ``--conf <env>`` and the ``--set`` overrides below; graphs, schedules, dates: docs/airflow.md.
 This module imports Airflow only (no pyspark, torch or shopformer): the DAG processor parses it often.
 
@@ -26,16 +28,18 @@ Connection ``spark_default`` (conn_type ``spark``): the master (``host``: ``loca
 ``spark_submit`` names a file whose folder is put first on PATH (client mode; in cluster modes keep
 ``spark-submit`` on the worker's PATH and leave ``python``/``spark_submit``/``env`` out).
 
-``evaluate_scores`` exits 3 when a score-quality threshold is breached, after the scores and
-``scores.score_quality`` are written: the task then fails at once without retries (the alert);
-any other failure is retried like every task.
+Retries follow the jobs' exit codes (lib/shopformer/errors.py, docs/operations.md "Exit codes"): 2 (usage
+or configuration), 3 (score quality breached, everything written) and 4 (bad input, the night and its
+rejects written) fail the task at once, because a rerun of the same command cannot change the answer; 1,
+5, 6 and anything else (a timeout, a killed process) are retried: a late file or a busy cluster may be
+fine ten minutes later, and rerunning the date is the documented remedy for 6 (docs/airflow.md).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -46,7 +50,22 @@ from airflow.sdk.exceptions import AirflowFailException
 
 VARIABLE = "shopformer_config"
 DELTA_PACKAGES = "io.delta:delta-spark_4.0_2.13:4.4.0"  # ../shared/stack/README.md item 2
-QUALITY_BREACH_EXIT = 3  # jobs/evaluate_scores.py: written, then a threshold breached
+
+# Exit codes of jobs/*.py (lib/shopformer/errors.py) that no retry can change: the task fails at once with
+# this reason (Airflow's AirflowFailException skips the remaining retries). Every other failure is retried:
+# 1 stopped before writing (a late landing file may have arrived), 5 out of memory/disk/executors (a busy
+# cluster may have room again; if the job simply needs more, the retries fail alike: raise the setting the
+# message names), 6 failed after a commit (rerunning the date is the documented remedy).
+NO_RETRY_EXITS: dict[int, str] = {
+    2: "usage or configuration error (exit 2), nothing written: fix the Variable, conf or command, then "
+    "clear the task",
+    3: "score quality threshold breached (exit 3): scores and scores.score_quality are written; the job's "
+    "last log line names the metric",
+    4: "bad input (exit 4): the night and its rejects are written but the reject share passed "
+    "ingest.max_reject_share (or nothing was accepted); read bronze.events_rejected, fix the source or the "
+    "delivery, then clear the task",
+}
+
 # The first night the nightly DAG covers (the bundled synthetic shop's first day): catchup=True creates
 # every night since, oldest first. Set it to a deployment's first landing date.
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
@@ -134,20 +153,23 @@ def exit_codes(error: BaseException) -> set[int]:
     return {int(code) for code in found.groups() if code is not None} if found else set()
 
 
-class EvaluateScoresOperator(SparkSubmitOperator):
-    """SparkSubmitOperator whose exit code 3 (a quality threshold breached, everything already written)
-    fails the task without retries: rerunning the same evaluation cannot fix the data, it only delays
-    the alert. Any other failure (including a report this module cannot read) is retried as usual."""
+def no_retry_reason(codes: Iterable[int]) -> str | None:
+    """Why a failure with these exit codes must not be retried (``NO_RETRY_EXITS``), or None: retry it."""
+    return next((NO_RETRY_EXITS[c] for c in sorted(codes) if c in NO_RETRY_EXITS), None)
+
+
+class ShopformerJobOperator(SparkSubmitOperator):
+    """SparkSubmitOperator that fails at once, without retries, on an exit code a rerun cannot change
+    (``NO_RETRY_EXITS``): retrying would only delay the alert by the retry delays. Any other failure
+    (including a report this module cannot read, e.g. a cluster mode's) is retried as usual."""
 
     def execute(self, context: Any) -> None:
         try:
             super().execute(context)
         except Exception as exc:
-            if QUALITY_BREACH_EXIT in exit_codes(exc):
-                raise AirflowFailException(
-                    f"score quality threshold breached for {context['ds']} (scores and "
-                    "scores.score_quality are written; the job's last log line names the metric)"
-                ) from exc
+            reason = no_retry_reason(exit_codes(exc))
+            if reason is not None:
+                raise AirflowFailException(f"{self.task_id} {context.get('ds')}: {reason}") from exc
             raise
 
 
@@ -156,11 +178,10 @@ def spark_job(
     job: str,
     *templates: str,
     timeout: timedelta,
-    operator: type[SparkSubmitOperator] = SparkSubmitOperator,
     **kwargs: Any,
-) -> SparkSubmitOperator:
+) -> ShopformerJobOperator:
     """One ``jobs/<job>.py`` through spark-submit, configured from the Variable and ``spark_default``."""
-    return operator(
+    return ShopformerJobOperator(
         task_id=task_id,
         application=f"{{{{ var.json.{VARIABLE}.repo }}}}/jobs/{job}.py",
         application_args=job_args(*templates),
@@ -201,13 +222,7 @@ with DAG(
         ),
         spark_job("embed_items", "embed_items", *RUN_DATE, timeout=timedelta(hours=1)),
         spark_job("score_users", "score_users", *RUN_DATE, timeout=timedelta(hours=2)),
-        spark_job(
-            "evaluate_scores",
-            "evaluate_scores",
-            *RUN_DATE,
-            timeout=timedelta(minutes=30),
-            operator=EvaluateScoresOperator,
-        ),
+        spark_job("evaluate_scores", "evaluate_scores", *RUN_DATE, timeout=timedelta(minutes=30)),
     )
 
 with DAG(
@@ -241,6 +256,29 @@ with DAG(
             timeout=timedelta(hours=6),
             task_display_name="train, register, gate + promote champion",
             doc_md="jobs/train.py registers every model and moves the `champion` alias only when it "
-            "beats the current champion on this run's holdout (lib/shopformer/train_job.py, registry.py).",
+            "beats the current champion on this run's holdout (lib/shopformer/model/job.py, registry.py).",
         ),
+    )
+
+with DAG(
+    dag_id="shopformer_maintenance",
+    description="Weekly table maintenance: Delta OPTIMIZE (compact small files) + VACUUM (keep 168 h)",
+    # Sundays: a day away from the training (Mondays 04:00, up to 12 h) that reads half a year of snapshots;
+    # a clash with a slow nightly write is a Delta write conflict that the retries absorb.
+    schedule=CronDataIntervalTimetable("0 6 * * 0", timezone="UTC"),
+    start_date=START,
+    catchup=False,  # OPTIMIZE and VACUUM cover everything up to now: a missed week is done by the next one
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    dagrun_timeout=timedelta(hours=6),
+    tags=["shopformer"],
+    doc_md=__doc__,
+) as maintenance:
+    spark_job(
+        "maintain_tables",
+        "maintain_tables",
+        *RUN_DATE,  # lineage only (the run id in each commit's userMetadata): it maintains whole tables
+        timeout=timedelta(hours=4),
+        doc_md="jobs/maintain_tables.py (lib/shopformer/ops/maintain.py): OPTIMIZE then VACUUM of every "
+        "existing table, keeping maintenance.retain_hours (168 h) of time travel.",
     )

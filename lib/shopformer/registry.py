@@ -80,17 +80,29 @@ def _checkpoint_file(model_dir: str) -> str:
 
 
 def gate(
-    new: Mapping[str, float], old: Mapping[str, float] | None, *, metrics: Sequence[str], min_delta: float
+    new: Mapping[str, float],
+    old: Mapping[str, float] | None,
+    *,
+    metrics: Sequence[str],
+    min_delta: float,
+    max_ece_increase: float = float("inf"),
 ) -> tuple[bool, str]:
     """Promote only when every gate metric of ``new`` beats ``old`` by more than ``min_delta`` (a tie
-    keeps the champion; a missing metric counts as not better)."""
+    keeps the champion; a missing metric counts as not better) and no gated task's calibration got worse:
+    ``{task}_ece`` may not exceed the champion's by more than ``max_ece_increase`` (skipped where either
+    side's ECE is undefined: one class on the holdout)."""
     if old is None:
         return True, "no champion yet: the new model becomes champion"
+    nan = float("nan")
     worse = [m for m in metrics if not new.get(m, float("-inf")) > old.get(m, float("inf")) + min_delta]
     if worse:
-        nan = float("nan")
         detail = ", ".join(f"{m}: new {new.get(m, nan):.4f} vs champion {old.get(m, nan):.4f}" for m in worse)
         return False, f"kept the champion: the new model does not beat it on {detail}"
+    eces = sorted({f"{m.split('_', 1)[0]}_ece" for m in metrics})
+    drift = [e for e in eces if new.get(e, nan) > old.get(e, nan) + max_ece_increase]  # NaN: no comparison
+    if drift:
+        detail = ", ".join(f"{e}: new {new[e]:.4f} vs champion {old[e]:.4f}" for e in drift)
+        return False, f"kept the champion: the new model is worse calibrated on {detail}"
     return True, "promoted: " + ", ".join(f"{m} {old.get(m):.4f} -> {new.get(m):.4f}" for m in metrics)
 
 

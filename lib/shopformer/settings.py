@@ -207,6 +207,7 @@ class TrainSettings:
     registered_model: str
     gate_metrics: tuple[str, ...]
     gate_min_delta: float
+    gate_max_ece_increase: float
     init_from: str | None
     petastorm_cache: str
 
@@ -229,6 +230,7 @@ class TrainSettings:
             "use_gpu": self.use_gpu in (True, False, "auto"),
             "gate_metrics": bool(self.gate_metrics),
             "gate_min_delta": self.gate_min_delta >= 0,
+            "gate_max_ece_increase": self.gate_max_ece_increase >= 0,
         }
 
 

@@ -10,6 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from shopformer import registry, tables
 from shopformer.config import Config, load_config
@@ -19,6 +20,7 @@ from shopformer.schemas import SILVER_EVENTS
 from tests.features.test_snapshots import random_rows, silver
 
 pytestmark = pytest.mark.slow
+VERSIONS = ("v2024-04-22", "v2024-04-29")  # the shop's vocabulary, then the one of the grown catalogue
 TINY = [
     "train.model_size=tiny",
     "train.pretrain_epochs=1",
@@ -115,20 +117,21 @@ def test_training_registers_a_champion_and_the_gate_keeps_it_against_a_worse_mod
         k[len("gate_champion_") :]: v for k, v in client.get_run(third.mlflow_run_id).data.metrics.items()
     }
     # Same holdout users, dates and labels on the ids it learned: v1 reproduces its own logged metrics
-    # (scored on the new ids, whose items moved past its embedding table, it crashed with IndexError).
+    # (scored on the new ids it would read other items' embeddings, or past its table: IndexError).
     held = {k: gate.get(k, float("nan")) for k in aucs}  # an undefined metric (one class) is not logged
     assert held == pytest.approx({k: first.holdout[k] for k in aucs}, abs=1e-6, nan_ok=True)
     assert all(k in gate for k in aucs if k.startswith("propensity"))
 
 
 def _grow_catalogue(spark: SparkSession, shop: Config) -> Config:
-    """Five new users buy 40 new items often in the week after the last training date (no existing
-    user's rows or labels change); vocabulary v2024-04-29 is built and every snapshot re-encoded with it.
-    Returns the config that trains on it."""
+    """Five new users make five new items the best-sellers in the week after the last training date (no
+    existing user's rows or labels change); vocabulary v2024-04-29 is built, in which every old item's id
+    moved (ids are frequency ranks), and every snapshot is re-encoded with it. Returns its config."""
+    t0 = dt.datetime(2024, 4, 23, 8)
     new = [
-        (f"n{u}", f"2024-04-{23 + k % 5} {10 + k // 20}:{k % 60:02d}:00", "view", f"new{k % 40}", 5.0, "c9")
+        (f"n{u}", str(t0 + dt.timedelta(minutes=10 * k)), "view", f"new{k % 5}", 5.0, "c9")
         for u in range(5)
-        for k in range(120)
+        for k in range(500)
     ]
     events = silver(spark, random_rows(seed=21, users=120, n=6000, days=120) + new)
     tables.overwrite(events, shop.table("silver_events"), schema=SILVER_EVENTS, run_id="t2")
@@ -146,5 +149,11 @@ def _grow_catalogue(spark: SparkSession, shop: Config) -> Config:
         .count()
         .collect()
     )
-    assert {r["vocab_version"]: r["count"] for r in sizes} == {"v2024-04-22": 15, "v2024-04-29": 55}
+    assert {r["vocab_version"]: r["count"] for r in sizes} == {"v2024-04-22": 15, "v2024-04-29": 20}
+    ids = tables.read(spark, shop.table("gold_vocabularies")).where("kind = 'item'")
+    old, grown_ids = (
+        ids.where(F.col("vocab_version") == v).select("token", F.col("id").alias(v)) for v in VERSIONS
+    )
+    moved = old.join(grown_ids, "token").where(F.col(VERSIONS[0]) != F.col(VERSIONS[1])).count()
+    assert moved == 15  # every item the champion knows has another id in the new vocabulary
     return grown

@@ -24,6 +24,7 @@ from shopformer.schemas import PRICE_LABEL_COLUMNS, SEQ_COLUMNS, SNAPSHOT_KEYS
 
 log = logging.getLogger(__name__)
 KEYS = SNAPSHOT_KEYS
+GATED = ("roc_auc", "pr_auc", "ece")
 
 
 def own_ids(spark: SparkSession, cfg: Config, d: Data, vocab_version: str) -> Data:
@@ -79,9 +80,12 @@ def champion_metrics(
             f"model {name!r} champion v{version} could not be scored on this run's holdout "
             f"({type(exc).__name__}: {exc}): nothing registered or promoted"
         ) from exc
-    return version, {
-        f"{r['task']}_{k}": float(r[k]) for r in rows.to_dict("records") for k in ("roc_auc", "pr_auc")
-    }
+    return version, gate_metrics(rows)
+
+
+def gate_metrics(rows: pd.DataFrame) -> dict[str, float]:
+    """``{task}_{metric}`` of evaluate_model's rows: what the gate compares (ranking and calibration)."""
+    return {f"{r['task']}_{k}": float(r[k]) for r in rows.to_dict("records") for k in GATED}
 
 
 def gate_and_register(
@@ -92,7 +96,13 @@ def gate_and_register(
     _, old = champion_metrics(spark, cfg, d, tmp)
     if old is not None:  # what the gate compared against, next to the run's own holdout metrics
         mlflow.log_metrics({f"gate_champion_{k}": v for k, v in old.items() if np.isfinite(v)})
-    ok, why = registry.gate(new, old, metrics=list(t.gate_metrics), min_delta=t.gate_min_delta)
+    ok, why = registry.gate(
+        new,
+        old,
+        metrics=list(t.gate_metrics),
+        min_delta=t.gate_min_delta,
+        max_ece_increase=t.gate_max_ece_increase,
+    )
     version = pyfunc.log_model(ckpt, name)
     registry.tag_vocabulary(name, version, str(d.vocab["version"]))
     if ok:

@@ -278,9 +278,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         others = extra_metrics(spark, cfg, model, d)
         mlflow.log_metrics(others)
         _, table = _report(cfg, d, rows, preds, tmp)
-        new = {
-            f"{r['task']}_{k}": float(r[k]) for r in rows.to_dict("records") for k in ("roc_auc", "pr_auc")
-        }
+        new = gate.gate_metrics(rows)
         version, promoted, why = gate.gate_and_register(spark, cfg, d, ckpt, new, tmp)
         log.info("training result: %s", {k: v for k, v in result.items() if k != "pretrain"})
     split = {"train": [x.isoformat() for x in d.split.train_dates]}

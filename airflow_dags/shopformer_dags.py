@@ -256,7 +256,7 @@ with DAG(
             timeout=timedelta(hours=6),
             task_display_name="train, register, gate + promote champion",
             doc_md="jobs/train.py registers every model and moves the `champion` alias only when it "
-            "beats the current champion on this run's holdout (lib/shopformer/model/job.py, registry.py).",
+            "beats the current champion on this run's holdout (lib/shopformer/model/gate.py, registry.py).",
         ),
     )
 

@@ -72,9 +72,8 @@ def champion_metrics(
         own = str(extra["vocab"]["version"])
         if own != d.vocab["version"]:
             log.info("champion v%s is scored on its own vocabulary %s", version, own)
-        rows, _, _ = evaluate_model(
-            old, d if own == d.vocab["version"] else own_ids(spark, cfg, d, own), "champion"
-        )
+            d = own_ids(spark, cfg, d, own)
+        rows, _, _ = evaluate_model(old, d, "champion")
     except Exception as exc:
         raise registry.GateError(
             f"model {name!r} champion v{version} could not be scored on this run's holdout "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,12 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
             f"spark.conf.spark.driver.extraJavaOptions=-XX:+UseSerialGC{' -XX:TieredStopAtLevel=1' * FAST}",
         ],
     )
-    session = build_spark(cfg, app_name="shopformer-tests")
+    # One JVM starts at a time: on a fresh machine (empty Ivy cache) two xdist workers downloading the
+    # Delta jars into the same cache at once corrupt each other's files ("Downloaded file size (0)
+    # doesn't match expected Content Length", then JAVA_GATEWAY_EXITED for every test of a worker).
+    with open(Path(tempfile.gettempdir()) / "shopformer-spark-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        session = build_spark(cfg, app_name="shopformer-tests")
     yield session
     session.stop()
 

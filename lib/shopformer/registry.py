@@ -174,6 +174,7 @@ def promote(name: str, version: str) -> str | None:
 
 
 VOCAB_TAG = "vocab_version"  # model version tag: the gold.vocabularies version its ids mean
+FINGERPRINT_TAG = "vocab_fingerprint"  # model version tag: that version's rows:hash when it trained
 
 
 def tag_vocabulary(name: str, version: str, vocab_version: str) -> None:
@@ -181,8 +182,25 @@ def tag_vocabulary(name: str, version: str, vocab_version: str) -> None:
     MlflowClient().set_model_version_tag(name, str(version), VOCAB_TAG, vocab_version)
 
 
+def tag_fingerprint(name: str, version: str, fingerprint: str) -> None:
+    """Record the content hash of the vocabulary a version was trained with (``vocab.fingerprint_text``),
+    so scoring can refuse the version's vocabulary once its rows changed under the same name."""
+    MlflowClient().set_model_version_tag(name, str(version), FINGERPRINT_TAG, fingerprint)
+
+
+def recorded_fingerprint(mv: ModelVersion) -> str | None:
+    """The vocabulary fingerprint a version recorded (None: registered before fingerprints were)."""
+    return (mv.tags or {}).get(FINGERPRINT_TAG) or None
+
+
 def champion_vocabulary(name: str, alias: str = CHAMPION) -> str:
     """The vocabulary version of the model at ``alias``; RegistryError when there is none to follow."""
+    return champion_vocabulary_version(name, alias)[0]
+
+
+def champion_vocabulary_version(name: str, alias: str = CHAMPION) -> tuple[str, ModelVersion]:
+    """(vocabulary version, model version) of the model at ``alias``, from one registry read (the alias
+    may move between two); RegistryError when there is no vocabulary to follow."""
     mv = version_at(name, alias)
     if mv is None:
         raise RegistryError(f"model {name!r} has no {alias!r} alias to take the vocabulary from")
@@ -192,7 +210,7 @@ def champion_vocabulary(name: str, alias: str = CHAMPION) -> str:
             f"model {name!r} v{mv.version} ({alias}) has no {VOCAB_TAG!r} tag (trained before tagging): "
             "set snapshots.vocab_version to its vocabulary explicitly"
         )
-    return str(tagged)
+    return str(tagged), mv
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,7 @@ displaced version as ``previous_champion``; bad versions change nothing. Version
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import mlflow
@@ -12,10 +13,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 
-from shopformer import registry, tables
+from shopformer import errors, registry, tables
 from shopformer.config import load_config
 from shopformer.errors import ConfigError
 from shopformer.features.job import _vocabulary
+from shopformer.features.vocab import VocabularyChangedError, fingerprint_text
 from shopformer.ops.jobs import job_main
 from shopformer.schemas import GOLD_VOCABULARIES
 from tests.factories import tiny_model_dir
@@ -118,6 +120,42 @@ def test_snapshots_with_vocab_version_champion_use_the_champions_vocabulary(
     registry.promote(NAME, "2")
     got = _vocabulary(spark, cfg, spark.range(0), build=None, run_id="test")
     assert [r["vocab_version"] for r in got.collect()] == ["v2024-02-05"]  # not the newest, v2024-03-04
+
+
+@pytest.mark.integration  # MLflow registry with logged models
+def test_snapshots_refuse_a_champion_vocabulary_whose_rows_changed(
+    spark: SparkSession, registry_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The champion's vocabulary is checked by content, not by name: once its rows change (here one id
+    moves), build_snapshots with vocab_version=champion stops with exit 2; a champion registered before
+    fingerprints were recorded (no tag) still works, with a warning."""
+    cfg = load_config("local", [f"paths.root={registry_root}", "snapshots.vocab_version=champion"])
+    path, v = cfg.table("gold_vocabularies"), "v2024-02-05"
+
+    def write(rows: list[tuple]) -> None:
+        df = spark.createDataFrame(rows, GOLD_VOCABULARIES)
+        tables.replace_where(
+            df, path, predicate="true", schema=GOLD_VOCABULARIES, partition_by=["vocab_version"], run_id="t"
+        )
+
+    def chosen() -> list[tuple]:
+        got = _vocabulary(spark, cfg, spark.range(0), build=None, run_id="test")
+        return sorted(tuple(r) for r in got.collect())
+
+    trained = [(v, "item", "a", 66, 3, 64), (v, "item", "b", 67, 2, 64)]
+    write(trained)
+    registry.tag_vocabulary(NAME, "2", v)
+    registry.promote(NAME, "2")
+    with caplog.at_level(logging.WARNING, logger="shopformer.features.vocab"):
+        assert chosen() == trained  # no fingerprint recorded (an older model): used, with a warning
+    assert "records no vocabulary fingerprint: vocabulary v2024-02-05 is used unchecked" in caplog.text
+    registry.tag_fingerprint(NAME, "2", fingerprint_text(spark.createDataFrame(trained, GOLD_VOCABULARIES)))
+    assert chosen() == trained
+    write([(v, "item", "a", 67, 3, 64), (v, "item", "b", 66, 2, 64)])  # same name, ids swapped
+    with pytest.raises(VocabularyChangedError, match=r"v2024-02-05 no longer holds the rows model 'sh"):
+        chosen()
+    failure = errors.classify(VocabularyChangedError("x"), committed=0)
+    assert (failure.exit_code, failure.kind) == (2, "VocabularyChangedError")
 
 
 @pytest.mark.integration  # MLflow registry with logged models

@@ -5,6 +5,7 @@ TorchDistributor): scoring must reproduce whatever the model says, trained or no
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import mlflow
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -20,7 +22,7 @@ from shopformer import registry, tables
 from shopformer.config import Config, load_config
 from shopformer.features import job as snapshots_job
 from shopformer.features.aggregates import feature_names
-from shopformer.features.vocab import first_frequent_id
+from shopformer.features.vocab import VocabularyChangedError, fingerprint_text, first_frequent_id
 from shopformer.model import data as train_data
 from shopformer.model import pyfunc
 from shopformer.model.evaluation import Calibrator
@@ -234,3 +236,39 @@ def test_a_night_killed_between_its_commits_is_invisible_until_rerun_and_judged(
     for t in SCORE_TABLES:
         assertDataFrameEqual(spark.table(t), _partition(spark, cfg, t))
     assert spark.table("scores_latest_user_scores").count() == n
+
+
+@pytest.mark.integration  # needs the module's snapshots and registered champion
+def test_a_vocabulary_changed_since_training_is_refused_before_writing(
+    spark: SparkSession,
+    shop: Config,
+    checkpoint: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Scoring checks the model's vocabulary by content: with the fingerprint training records, a version
+    whose rows changed under the same name (two items' ids swapped) stops the run, nothing written; the
+    unchanged version passes; a model without the tag (registered before it existed) is scored, warned."""
+    v = f"v{T.isoformat()}"
+    held = tables.read(spark, shop.table("gold_vocabularies")).where(F.col("vocab_version") == v)
+    names = [*SCORE_TABLES, "scores_published_nights"]
+    paths = [f"tables.{t}={tmp_path / t}" for t in [*names, "gold_vocabularies"]]
+    cfg = load_config("local", [f"paths.root={shop.get('paths.root')}", *TINY, *paths])
+    rows = held.toPandas()
+    two = rows.index[rows["kind"] == "item"][:2]
+    rows.loc[two, "id"] = rows.loc[two[::-1], "id"].to_numpy()  # same tokens and name, two items' ids swapped
+    assert rows.loc[two[0], "id"] != rows.loc[two[1], "id"]
+    changed = spark.createDataFrame(rows, held.schema)
+    tables.overwrite(changed, cfg.table("gold_vocabularies"), schema=held.schema, run_id="t")
+    m = scoring_job.load_registered(shop, "champion", str(tmp_path / "model"))
+    registry.tag_fingerprint(m.name, m.version, fingerprint_text(held))  # as training records it
+    try:
+        scoring_job.check_vocabulary(spark, shop, m)  # the rows it trained on: passes
+        with pytest.raises(VocabularyChangedError, match=rf"{v} no longer holds the rows model shopf"):
+            scoring_job.run(spark, cfg, run_date=T, run_id="score:v")
+        assert not any(tables.exists(spark, cfg.table(t)) for t in names)  # nothing written
+    finally:
+        MlflowClient().delete_model_version_tag(m.name, m.version, registry.FINGERPRINT_TAG)
+    with caplog.at_level(logging.WARNING, logger="shopformer.features.vocab"):
+        scoring_job.check_vocabulary(spark, cfg, m)  # no tag (an older model): not checked, warned
+    assert f"v1 records no vocabulary fingerprint: vocabulary {v} is used unchecked" in caplog.text

@@ -21,7 +21,13 @@ from shopformer.errors import ConfigError, ShopformerError, UsageError
 from shopformer.features.aggregates import AggregateSettings
 from shopformer.features.prices import with_relative_price
 from shopformer.features.snapshots import SnapshotSettings, build_snapshots, snapshot_schema
-from shopformer.features.vocab import KIND_COLUMNS, apply_vocab, build_vocab, fingerprint
+from shopformer.features.vocab import (
+    KIND_COLUMNS,
+    apply_vocab,
+    build_vocab,
+    check_unchanged,
+    fingerprint,
+)
 from shopformer.progress import Progress
 from shopformer.schemas import GOLD_VOCABULARIES
 from shopformer.spark import build_spark
@@ -108,14 +114,18 @@ def _vocabulary(
         raise MissingInputError(f"no vocabulary at {path}: run build_snapshots with --build-vocab first")
     wanted = cfg.settings.snapshots.vocab_version
     vocab = tables.read(spark, path)
+    champion: tuple[str | None, str] | None = None  # (recorded fingerprint, which model)
     if wanted == "champion":  # nightly: the ids the scoring model understands, whatever trained since
-        wanted = _champion_vocabulary(cfg)
+        wanted, recorded, model = _champion_vocabulary(cfg)
+        champion = (recorded, model)
     if wanted == "latest":
         newest = vocab.agg(F.max("vocab_version")).first()
         wanted = str(newest[0]) if newest and newest[0] else ""
     chosen = vocab.where(F.col("vocab_version") == wanted)
     if not wanted or chosen.limit(1).count() == 0:
         raise ConfigError(f"config key 'snapshots.vocab_version': no version {wanted!r} in {path}")
+    if champion is not None:  # only while the version holds the rows the champion trained on
+        check_unchanged(chosen, version=wanted, recorded=champion[0], model=champion[1])
     return chosen
 
 
@@ -137,17 +147,20 @@ def _already_built(spark: SparkSession, path: str, version: str, rows: DataFrame
     )
 
 
-def _champion_vocabulary(cfg: Config) -> str:
-    """The vocabulary version the registry's champion was trained with (its model version tag)."""
+def _champion_vocabulary(cfg: Config) -> tuple[str, str | None, str]:
+    """The vocabulary version the registry's champion was trained with (its model version tag), the
+    fingerprint it recorded (None before fingerprints were) and the champion's name for messages."""
     import mlflow  # only this option needs the registry
 
     from shopformer import registry
 
     mlflow.set_tracking_uri(str(cfg.get("paths.mlflow_tracking_uri")))
+    name = cfg.settings.train.registered_model
     try:
-        return registry.champion_vocabulary(cfg.settings.train.registered_model)
+        version, mv = registry.champion_vocabulary_version(name)
     except registry.RegistryError as exc:
         raise ConfigError(f"config key 'snapshots.vocab_version' is 'champion': {exc}") from exc
+    return version, registry.recorded_fingerprint(mv), f"model {name!r} v{mv.version} (champion)"
 
 
 def _with_ids(events: DataFrame, vocab: DataFrame) -> DataFrame:

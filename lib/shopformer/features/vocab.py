@@ -9,18 +9,22 @@ Layout of every kind's id space (documented in docs/snapshots.md):
 * ``2 + hash_buckets ..`` the frequent tokens, most frequent first.
 
 A vocabulary is a versioned artifact (``vocab_version``) built from events before a cutoff; a model records
-the version it was trained with and scoring maps ids with exactly that version.
+the version it was trained with and its content fingerprint (``fingerprint_text``), and scoring maps ids
+with exactly that version, refusing it when its rows no longer hash to the fingerprint (``check_unchanged``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from shopformer.errors import ConfigError
 from shopformer.schemas import GOLD_VOCABULARIES, names, require_columns
 
+log = logging.getLogger(__name__)
 PAD_ID, MISSING_ID, FIRST_HASHED_ID = 0, 1, 2
 KIND_COLUMNS = {"item": "item_id", "category": "category", "brand": "brand"}
 
@@ -80,6 +84,32 @@ def fingerprint(vocab: DataFrame) -> tuple[int, int]:
     row = F.xxhash64(*[F.col(c) for c in names(GOLD_VOCABULARIES)]).cast("decimal(38,0)")
     got = vocab.agg(F.count(F.lit(1)), F.coalesce(F.sum(row), F.lit(0))).first()
     return (0, 0) if got is None else (int(got[0]), int(got[1]))
+
+
+def fingerprint_text(vocab: DataFrame) -> str:
+    """``fingerprint`` as the text a model version records (tag ``vocab_fingerprint``): ``rows:hash``."""
+    rows, digest = fingerprint(vocab)
+    return f"{rows}:{digest}"
+
+
+class VocabularyChangedError(ConfigError):
+    """A vocabulary version's rows no longer hash to what the model recorded when it was trained: its ids
+    would mean other tokens. Exit 2 like any configuration found wrong at run time (no rerun fixes it)."""
+
+
+def check_unchanged(vocab: DataFrame, *, version: str, recorded: str | None, model: str) -> None:
+    """Refuse ``vocab`` (the rows of ``version``) unless they hash to ``recorded``; a model registered
+    before fingerprints were recorded (``recorded`` None) is let through with a warning."""
+    if recorded is None:
+        log.warning("%s records no vocabulary fingerprint: vocabulary %s is used unchecked", model, version)
+        return
+    held = fingerprint_text(vocab)
+    if held != recorded:
+        raise VocabularyChangedError(
+            f"vocabulary {version} no longer holds the rows {model} was trained on (rows:hash {held}, "
+            f"recorded {recorded}): its ids would mean other tokens. Restore the version (Delta RESTORE "
+            "of gold.vocabularies to the commit before the change) or use a model of another vocabulary"
+        )
 
 
 def hashed_id(token: Column, hash_buckets: int) -> Column:

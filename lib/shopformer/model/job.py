@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from shopformer import cli, registry, tables
 from shopformer.config import Config
-from shopformer.features.vocab import first_frequent_id
+from shopformer.features.vocab import fingerprint_text, first_frequent_id
 from shopformer.model import data as train_data
 from shopformer.model import gate
 from shopformer.model.baselines import run_baselines
@@ -254,6 +254,8 @@ def _report(
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> TrainReport:
     """Train, evaluate next to the baselines, log, register and gate; returns what happened."""
     d = prepare(spark, cfg)
+    vocab = tables.read(spark, cfg.table("gold_vocabularies"))
+    vocab_fp = fingerprint_text(vocab.where(F.col("vocab_version") == d.vocab["version"]))  # before training
     mlflow.set_tracking_uri(str(cfg.get("paths.mlflow_tracking_uri")))
     registry.use_experiment(cfg.settings.train.experiment, cfg.settings.paths.mlflow_artifacts)
     shared = _shared_dir(cfg)
@@ -280,6 +282,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         _, table = _report(cfg, d, rows, preds, tmp)
         new = gate.gate_metrics(rows)
         version, promoted, why = gate.gate_and_register(spark, cfg, d, ckpt, new, tmp)
+        registry.tag_fingerprint(cfg.settings.train.registered_model, version, vocab_fp)  # scoring checks it
         log.info("training result: %s", {k: v for k, v in result.items() if k != "pretrain"})
     split = {"train": [x.isoformat() for x in d.split.train_dates]}
     for part in ("train", "valid", "holdout"):

@@ -1,10 +1,11 @@
 """Orchestrates one nightly scoring run: snapshots of the run date + registered model -> scores.* tables.
 
 Everything that can fail on bad input is checked before the first write: the snapshots of the date exist,
-the model version (or alias) loads, and the snapshots were built with the model's vocabulary and fit its
-inputs. The model is scored once (persisted) and written to three tables, each one atomic Delta commit
-that replaces the run date's partition, so a rerun of the date replaces it exactly. The last commit
-publishes the night in scores.published_nights (verdict ``pending`` until score quality judges it).
+the model version (or alias) loads, the snapshots were built with the model's vocabulary and fit its
+inputs, and that vocabulary still hashes to the fingerprint the model recorded. The model is scored once
+(persisted) and written to three tables, each one atomic Delta commit that replaces the run date's
+partition, so a rerun of the date replaces it exactly. The last commit publishes the night in
+scores.published_nights (verdict ``pending`` until score quality judges it).
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ from shopformer import cli, registry, tables
 from shopformer.config import Config
 from shopformer.errors import ShopformerError
 from shopformer.features.job import as_of_dates
-from shopformer.features.vocab import first_frequent_id
+from shopformer.features.vocab import check_unchanged, first_frequent_id
 from shopformer.progress import Progress
-from shopformer.schemas import SCORES_USER_EMBEDDINGS, SCORES_USER_NEXT_ITEMS, SCORES_USER_SCORES
+from shopformer.schemas import (
+    GOLD_VOCABULARIES,
+    SCORES_USER_EMBEDDINGS,
+    SCORES_USER_NEXT_ITEMS,
+    SCORES_USER_SCORES,
+)
 from shopformer.scoring import publish
 from shopformer.scoring import transforms as scoring
 from shopformer.spark import build_spark
@@ -126,6 +132,20 @@ def _check_fits(m: RegisteredModel, snaps: DataFrame, stats: Any) -> None:
         )
 
 
+def check_vocabulary(spark: SparkSession, cfg: Config, m: RegisteredModel) -> None:
+    """The model's vocabulary version must still hold the rows it was trained on (the content hash its
+    registry version recorded), not just carry the same name: VocabularyChangedError (exit 2) otherwise."""
+    version = str(m.extra["vocab"]["version"])
+    recorded = registry.recorded_fingerprint(registry.model_version(m.name, m.version))
+    rows = tables.read(spark, cfg.table("gold_vocabularies"), GOLD_VOCABULARIES)
+    check_unchanged(
+        rows.where(F.col("vocab_version") == version),
+        version=version,
+        recorded=recorded,
+        model=f"model {m.name} v{m.version}",
+    )
+
+
 def ship(spark: SparkSession, checkpoint: str) -> str:
     """Copy the checkpoint to a content-named file and ``addFile`` it; returns the name for SparkFiles.
 
@@ -184,6 +204,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
     with tempfile.TemporaryDirectory() as tmp:
         m = load_registered(cfg, s.model_version, tmp)
         _check_fits(m, snaps, stats)
+        check_vocabulary(spark, cfg, m)
         shipped = ship(spark, m.path)
     spec = scoring.ScoringSpec(
         checkpoint_file=shipped,

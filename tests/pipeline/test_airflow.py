@@ -5,7 +5,10 @@ with the documented graphs, schedules, retries, catchup and rendered commands. E
 spark-submit exits 0..6 under the DAG's operator; 2, 3 and 4 fail at once, 1, 5 and 6 are retried.
 Running: ``dag.test()`` of the weekly training and of one night spark-submit the real jobs on a tiny shop
 (airflow_pipeline.py, once per session); the night's scores come from the champion the training
-registered. A quality breach fails evaluate_scores at once, without retries, after the scores are written.
+registered. A quality breach is not run through Airflow again: evaluate_scores writes the breach then raises
+(tests/scoring/test_quality.py::test_a_breach_is_written_then_raised), that error exits 3
+(tests/test_exit_codes.py), and exit 3 fails the task at once under the real provider (the fake
+spark-submit test here).
 The weekly maintenance DAG is checked as structure only (its job: tests/ops/test_maintain.py).
 """
 
@@ -229,22 +232,3 @@ def test_nightly_dag_scores_every_user_of_the_night_with_the_champion(
     quality = _read(spark, root, "scores_score_quality").where(F.col("evaluated_on") == night)
     assert quality.where(F.col("score") == "propensity_7d").count() > 0
     assert quality.where("breached").count() == 0  # fewer rows than quality.min_rows: notes only
-
-
-def test_a_quality_breach_fails_evaluate_scores_at_once_after_writing(
-    spark: SparkSession, airflow_pipeline: ap.Pipeline, tmp_path: Path
-) -> None:
-    """The night again, only evaluate_scores running (the rest marked success), on a copy of the root, with
-    a threshold no model can meet: exit 3 must fail the task on its first try despite retries=2."""
-    root = ap.copy_root(airflow_pipeline.root, tmp_path / "root")
-    impossible = ("quality.min_rows=1", "quality.max_ece.propensity_7d=-1")
-    env = ap.airflow_env(airflow_pipeline.home, ap.variable(root, impossible))
-    run = ap.drive(env, root, "run", "shopformer_nightly", f"{ap.NIGHTLY_DS}T02:00:00", "evaluate_scores")
-    assert run["state"] == "failed"
-    states = {t: (r["state"], r["try_number"]) for t, r in run["tasks"].items()}
-    assert states.pop("evaluate_scores") == ("failed", 1)  # no retry: rerunning cannot fix the data
-    assert {state for state, _ in states.values()} == {"success"}  # marked success, never ran
-    quality = _read(spark, root, "scores_score_quality").where(F.col("evaluated_on") == ap.NIGHTLY_DS)
-    breached = quality.where("breached").select("score", "metric").distinct().collect()
-    # Written before the exit: the impossible limit, and any default one that min_rows=1 now judges.
-    assert ("propensity_7d", "ece") in {tuple(r) for r in breached}

@@ -1,18 +1,20 @@
 """Cluster mode on a real Spark standalone cluster on loopback (docs/cluster.md).
 
-A master and two 1-core workers from the installed pyspark. The shop's history (generate, ingest, sessionize)
-is set-up, not what is under test: a copy of the session's ``shop_history`` (conftest.py:
-airflow_pipeline.py's backfill, the same tiny shop and model the Airflow harness starts from). Then
-build_snapshots, train and score_users go through ``spark-submit`` with the wheel of ``./dev wheel`` on
-``--py-files`` and conf/cluster.yaml (paths and sizes shrunk). The executors run a Python that has the
-project's dependencies but not its checkout, as on a real cluster, so the jobs that run library code there
-(scoring's pandas UDF, TorchDistributor's training processes) can only pass by importing the shipped wheel.
+A master and two 1-core workers from the installed pyspark. The shop's tables up to its training snapshots
+are set-up, not what is under test: a copy of the tables the Airflow harness's weekly training DAG built
+(conftest.py ``airflow_pipeline``: the session's tiny shop, its as-of dates 01-03 .. 01-15 every 2 days and
+their vocabulary), without its MLflow registry. Then train and score_users go through ``spark-submit`` with
+the wheel of ``./dev wheel`` on ``--py-files`` and conf/cluster.yaml (paths and sizes shrunk). The executors
+run a Python that has the project's dependencies but not its checkout, as on a real cluster, so the jobs
+that run library code there (scoring's pandas UDF, TorchDistributor's training processes) can only pass by
+importing the shipped wheel.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,21 +35,18 @@ from pyspark.testing import assertDataFrameEqual
 
 from shopformer import tables
 from shopformer.config import load_config
-from tests.pipeline import airflow_pipeline
+from tests.pipeline import airflow_pipeline as ap
 from tests.pipeline.test_end_to_end import summary
 
 # Budget per test, enforced (pytest-timeout): the first test pays for the cluster, the wheel and the three
-# spark-submits (~4 min in CI on 2 cores).
+# spark-submits (~3 min in CI on 2 cores).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 DELTA = f"io.delta:delta-spark_{'.'.join(pyspark.__version__.split('.')[:2])}_2.13:{version('delta-spark')}"
 WORKERS = 2
-# As-of dates 01-03 .. 01-09 every 2 days: the 7-day labels of all four end by the last event day (01-16),
-# enough for 1 holdout + 1 valid + 2 train dates; the last one is scored.
-SCORE_DATE = "2024-01-09"
-SNAPSHOTS = ("--run-date", "2024-01-03", "--end-date", SCORE_DATE, "--build-vocab")
+SCORE_DATE = "2024-01-09"  # one of the training DAG's as-of dates
 SIZES = [  # conf/cluster.yaml's executors shrunk to the 1-core, 2 GB workers
     "spark.conf.spark.executor.cores=1",
     "spark.conf.spark.executor.memory=768m",
@@ -58,7 +57,7 @@ SIZES = [  # conf/cluster.yaml's executors shrunk to the 1-core, 2 GB workers
 # Short-lived JVMs spend much of their CPU in the C2 JIT and parallel GC threads: C1 only, serial GC.
 FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
-JOBS = ("snapshots", "train", "score")  # what is spark-submitted, in submit order
+JOBS = ("train", "score")  # what is spark-submitted, in submit order
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def submit(
 ) -> subprocess.CompletedProcess[str]:
     """``spark-submit`` one job to the cluster as docs/cluster.md shows, every path under ``root``."""
     overrides = [  # the history's shop, model and small Spark, then cluster.yaml's paths and sizes
-        *airflow_pipeline.overrides(root),
+        *ap.overrides(root),
         f"paths.landing={root}/landing",
         f"train.petastorm_cache={root}/petastorm",
         f"paths.mlflow_tracking_uri=sqlite:///{root}/mlflow.db",
@@ -219,20 +218,22 @@ def submit(
 
 
 @pytest.fixture(scope="module")
-def shop(shop_history: airflow_pipeline.History, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """generate_shop -> ingest -> sessionize (set-up, shared with the Airflow harness): the silver tables the
-    jobs read, in a root of this module's own."""
-    return airflow_pipeline.copy_root(shop_history.root, tmp_path_factory.mktemp("shop"))
+def shop(airflow_pipeline: ap.Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tables of the Airflow harness's root (its shop's silver tables, the weekly training DAG's
+    snapshots and vocabulary) in a root of this module's own, without its registry: the cluster's training
+    registers version 1 in a registry of its own."""
+    root = tmp_path_factory.mktemp("shop")
+    skip = shutil.ignore_patterns("petastorm_cache", "*.log", "mlflow.db", "mlruns", "airflow-*")
+    return Path(shutil.copytree(airflow_pipeline.root, root, ignore=skip, dirs_exist_ok=True))
 
 
 @pytest.fixture(scope="module")
 def pipeline(shop: Path, cluster: Cluster, wheel: Path) -> dict:
-    """build_snapshots -> train -> score_users, each one spark-submit to the cluster."""
+    """train -> score_users, each one spark-submit to the cluster."""
     out: dict = {"root": shop}
+    out["train"] = submit(cluster, wheel, shop, "train", "--run-date", ap.LAST_LANDING)
     # conf/local.yaml names a local[*] master: under spark-submit the cluster must still be used.
-    out["snapshots"] = submit(cluster, wheel, shop, "build_snapshots", *SNAPSHOTS, conf="local")
-    out["train"] = submit(cluster, wheel, shop, "train", "--run-date", airflow_pipeline.LAST_LANDING)
-    out["score"] = submit(cluster, wheel, shop, "score_users", "--run-date", SCORE_DATE)
+    out["score"] = submit(cluster, wheel, shop, "score_users", "--run-date", SCORE_DATE, conf="local")
     return out
 
 
@@ -241,7 +242,7 @@ def _apps(work_dir: Path) -> list[Path]:
 
 
 def test_every_job_ran_on_the_cluster_executors(pipeline: dict, cluster: Cluster, wheel: Path) -> None:
-    for job in JOBS:  # build_snapshots ran with conf/local.yaml's local[*]: spark-submit's master won
+    for job in JOBS:  # score_users ran with conf/local.yaml's local[*]: spark-submit's master won
         # (spark-submit merges the Python driver's stderr, where the jobs log, into its stdout)
         assert f"up (master={cluster.url})" in pipeline[job].stdout, job
     for work in cluster.work_dirs:

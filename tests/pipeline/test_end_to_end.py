@@ -1,4 +1,4 @@
-"""The pipeline as a user runs it on a small synthetic shop: the job entry points as subprocesses.
+"""The pipeline as a user runs it on a small synthetic shop: each job's ``main(argv)`` with shell arguments.
 
 Checks what only the whole chain shows: every generated raw row is accounted for in bronze (accepted,
 duplicate or rejected with a reason), every accepted event lands in exactly one session, the jobs' printed
@@ -8,16 +8,19 @@ The chain up to silver is the session's ``shop_history`` (conftest.py, airflow_p
 generated, its event days backfilled as one range, then the last landing on its own, each job's
 ``main(argv)`` in this process with the arguments a shell would pass): the Airflow and cluster harnesses
 start from it too, so it runs once. This module checks its tables against the jobs' result lines, builds
-the last days' snapshots in a copy of that root, then runs what needs processes of its own: the last night
-again as ``jobs/<job>.py`` subprocesses (their result lines must equal the first pass's, their tables the
-versions before), and a night without landing files (the entry point's exit code, nothing written).
+the last days' snapshots in a copy of that root, then runs the last night again (its result lines must
+equal the first pass's, its tables the versions before) and a night without landing files (the exit code
+``jobs/ingest_events.py`` would return, nothing written). Every job runs in this process's Spark session:
+the jobs as separate processes (``jobs/<job>.py`` under spark-submit, one JVM each) are what the Airflow
+and cluster harnesses run.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
+import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,35 +30,29 @@ from pyspark.testing import assertDataFrameEqual
 
 from shopformer import tables
 from shopformer.config import Config, load_config
+from shopformer.ops.jobs import job_main
 from tests.pipeline import airflow_pipeline as ap
 
 # Budget per test, enforced (pytest-timeout; the first test pays for the module's pipeline fixture and,
 # run alone, for the session's shop history).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parents[2]
 START, LAST_EVENT_DAY, LAST_LANDING = ap.START, ap.LAST_EVENT_DAY, ap.LAST_LANDING
 NO_LANDING = "2024-01-21"  # a night whose landing folder never arrived
 
 
 def _args(root: Path, job_args: tuple[str, ...]) -> list[str]:
-    """The shop's overrides with a small local Spark, every path under ``root``, then ``job_args`` (its
-    ``--set`` entries win)."""
-    overrides = [*ap.overrides(root), "spark.master=local[2]", "spark.conf.spark.driver.memory=1g"]
-    return [*(a for o in overrides for a in ("--set", o)), *job_args]
+    """The shop's overrides with every path under ``root``, then ``job_args`` (its ``--set`` entries win)."""
+    return [*(a for o in ap.overrides(root) for a in ("--set", o)), *job_args]
 
 
-def run_job(root: Path, job: str, *args: str, expect_rc: int = 0) -> subprocess.CompletedProcess[str]:
-    """Run ``jobs/<job>.py`` as a subprocess (its own JVM)."""
-    cmd = [sys.executable, str(REPO / "jobs" / f"{job}.py"), *_args(root, args)]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == expect_rc, f"{job} exited {done.returncode}:\n{done.stderr[-4000:]}"
-    return done
+def run_job(root: Path, job: str, *args: str) -> str:
+    """``jobs/<job>.py ARGS`` (the shop's overrides added) in this process: what it printed on stdout."""
+    return ap.run_in_process(job, _args(root, args))
 
 
 def summary(done: subprocess.CompletedProcess[str] | str, tag: str) -> dict:
-    """The job's one ``TAG {json}`` line on stdout (of a finished subprocess, or the text itself)."""
+    """The job's one ``TAG {json}`` line on stdout (of a finished subprocess, or the text it printed)."""
     return ap.result_line(done if isinstance(done, str) else done.stdout, tag)
 
 
@@ -94,7 +91,7 @@ def pipeline(shop_history: ap.History, tmp_path_factory: pytest.TempPathFactory)
     then the snapshots of the last four days, build_snapshots' main in this process."""
     root = ap.copy_root(shop_history.root, tmp_path_factory.mktemp("e2e"))
     out = {"root": root, **shop_history.summaries}
-    out["snapshots"] = summary(ap.run_in_process("build_snapshots", _args(root, SNAPSHOT_ARGS)), "SNAPSHOTS")
+    out["snapshots"] = summary(run_job(root, "build_snapshots", *SNAPSHOT_ARGS), "SNAPSHOTS")
     return out
 
 
@@ -144,7 +141,8 @@ def test_every_accepted_event_is_in_exactly_one_session(
 def test_rerunning_the_last_night_changes_nothing(
     spark: SparkSession, pipeline: dict, e2e_cfg: Config
 ) -> None:
-    """The last night again, each job as a subprocess: the same result lines as the first pass printed."""
+    """The last night again, each job's main with the same arguments: the same result lines as the first
+    pass printed."""
     before = {n: tables.version(spark, e2e_cfg.table(n)) for n in TABLES}
     again = summary(run_job(pipeline["root"], "ingest_events", "--run-date", LAST_LANDING), "INGEST")
     sessionize = summary(run_job(pipeline["root"], "sessionize", "--run-date", LAST_LANDING), "SESSIONIZE")
@@ -162,13 +160,16 @@ def test_rerunning_the_last_night_changes_nothing(
 
 
 def test_a_night_without_landing_files_fails_before_writing(
-    spark: SparkSession, pipeline: dict, e2e_cfg: Config
+    spark: SparkSession, pipeline: dict, e2e_cfg: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = e2e_cfg.table("bronze_events")
     version = tables.version(spark, path)
-    done = run_job(pipeline["root"], "ingest_events", "--run-date", NO_LANDING, expect_rc=1)
-    assert f"date={NO_LANDING}" in done.stderr
-    failed = summary(done, "INGEST")  # a failing job's one result line says why, and that nothing was written
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), caplog.at_level(logging.ERROR):
+        rc = job_main("ingest_events")(_args(pipeline["root"], ("--run-date", NO_LANDING)))
+    assert rc == 1  # what jobs/ingest_events.py exits with
+    assert f"date={NO_LANDING}" in caplog.text  # the log says which folder is missing
+    failed = summary(out.getvalue(), "INGEST")  # a failing job's one result line says why, nothing written
     assert failed["exit_code"] == 1 and failed["committed"] == 0 and f"date={NO_LANDING}" in failed["error"]
     assert tables.version(spark, path) == version
 

@@ -92,19 +92,26 @@ def champion_summary(cfg: Config) -> dict[str, Any] | None:
 
 
 def scores_summary(spark: SparkSession, cfg: Config) -> dict[str, object]:
-    """A few rows of scores_latest_user_scores, score quality per score and metric, and where to query."""
+    """A few rows of scores_latest_user_scores, score quality per score and metric, and where to query.
+
+    The rows are numbered, not named: this output goes to logs, Airflow task logs and terminals, where a
+    user id is personal data that ``forget_users`` cannot reach (query the view for who they are)."""
     sql_views.register_views(spark, cfg)
     top = spark.sql(
-        "SELECT source, user_id, as_of_date, round(propensity_7d, 4) AS propensity_7d, round(churn_30d, 4)"
-        " AS churn_30d, round(price_elasticity, 3) AS price_elasticity, price_sensitivity_segment,"
-        " model_version FROM scores_latest_user_scores ORDER BY propensity_7d DESC, user_id LIMIT 5"
+        "SELECT as_of_date, model_version, source, round(propensity_7d, 4) AS propensity_7d,"
+        " round(churn_30d, 4) AS churn_30d, round(price_elasticity, 3) AS price_elasticity,"
+        " price_sensitivity_segment FROM scores_latest_user_scores"
+        " ORDER BY propensity_7d DESC, churn_30d DESC, user_id LIMIT 5"
     )
     quality = spark.sql(
         "SELECT score, metric, count(*) AS dates, round(avg(value), 4) AS mean_value,"
         " sum(CAST(breached AS INT)) AS breaches FROM scores_score_quality WHERE value IS NOT NULL"
         " GROUP BY score, metric ORDER BY score, metric"
     )
-    rows = [r.asDict() for r in top.collect()]  # five rows
+    rows = []
+    for n, r in enumerate(top.collect(), 1):  # five rows
+        row = r.asDict()
+        rows.append({"as_of_date": row.pop("as_of_date"), "rank": n, **row})
     log.info("scores_latest_user_scores, top 5 by propensity_7d:\n%s", "\n".join(map(str, rows)))
     qual = {
         f"{r['score']}.{r['metric']}": [r["dates"], r["mean_value"], r["breaches"]] for r in quality.collect()

@@ -253,6 +253,7 @@ class Plan:
     future_hours: int
     job_sets: tuple[str, ...]  # extra --set for every Spark job (e.g. driver memory), recorded
     reuse_landing: bool
+    ingest_only: bool  # stop after ingest (no sessionize, no DuckDB)
     max_idle_wait_s: float  # before each step, wait up to this long for other processes to go quiet
 
     @property
@@ -288,6 +289,8 @@ def spark_steps(plan: Plan, log_dir: Path) -> dict[str, Step]:
         ),
         ("sessionize", job_cmd(plan, "sessionize", *span, extra=plan.job_sets)),
     ]
+    if plan.ingest_only:
+        todo.pop()
     if not plan.reuse_landing:
         generate = job_cmd(plan, "generate_shop", "--run-date", str(plan.start), extra=plan.job_sets)
         todo.insert(0, ("generate", generate))
@@ -402,6 +405,7 @@ def make_plan(ns: argparse.Namespace) -> Plan:
         future_hours=int(cfg.get("ingest.max_future_hours")),
         job_sets=tuple(ns.job_set),
         reuse_landing=ns.reuse_landing,
+        ingest_only=ns.ingest_only,
         max_idle_wait_s=ns.max_idle_wait,
     )
 
@@ -471,6 +475,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra --set for every Spark job, e.g. spark.conf.spark.driver.memory=8g",
     )
     p.add_argument("--reuse-landing", action="store_true", help="skip generate; reuse the landing files")
+    p.add_argument("--ingest-only", action="store_true", help="stop after ingest: no sessionize, no DuckDB")
     p.add_argument(
         "--max-idle-wait",
         type=float,

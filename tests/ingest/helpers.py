@@ -75,14 +75,18 @@ def raw_frame(
     )
 
 
+def classified(raw: DataFrame, m: SourceMapping, *, hours: int = 24) -> DataFrame:
+    """Every row as the job stages it: ids, reason (NULL: valid), raw record for rejects only."""
+    return ingest_job.candidates(raw, m, max_future_hours=hours).transform(ingest.staged_rows)
+
+
 def resolve(
     raw: DataFrame, m: SourceMapping, *, existing: DataFrame | None = None, hours: int = 24
 ) -> DataFrame:
+    """The valid rows resolved: one row per event id, its copies, known to bronze or not."""
     spark = raw.sparkSession
     ids = existing if existing is not None else spark.createDataFrame([], "event_id string")
-    return ingest_job.candidates(raw, m, max_future_hours=hours).transform(
-        ingest.resolve_duplicates, existing_ids=ids
-    )
+    return classified(raw, m, hours=hours).transform(ingest.resolve_duplicates, existing_ids=ids)
 
 
 def rees_row(

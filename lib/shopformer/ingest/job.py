@@ -1,9 +1,11 @@
-"""Orchestrates one ingest run: the actions (read, persist, count, write, reconcile) around ``ingest``.
+"""Orchestrates one ingest run: the actions (read, stage, count, write, reconcile) around ``ingest``.
 
-Each landing date's folder is read separately (``ingest_date`` = that date) and unioned. Dispositions are
-computed once, persisted, counted with one aggregate, written as two atomic replaceWhere commits over
-(source, ingest_date in the run's dates), and re-counted from the tables: read = accepted + duplicates +
-rejected, or ``ReconciliationError``.
+Each landing date's folder is read separately (``ingest_date`` = that date) and unioned. Every row is
+classified in one pass over the raw files and staged as Parquet (rejects with their raw record, valid rows
+without); duplicates are resolved by a spillable aggregation over the staged valid rows and staged too;
+both are counted, written as two atomic replaceWhere commits over (source, ingest_date in the run's
+dates), and re-counted from the tables: read = accepted + duplicates + rejected, or ``ReconciliationError``.
+No full copy is held in memory (``persist``), so the driver's memory does not grow with the batch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 
 from py4j.protocol import Py4JJavaError
-from pyspark import StorageLevel
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -26,6 +27,7 @@ from shopformer.errors import BadInputError, ConfigError, ReconciliationError, S
 from shopformer.ingest import sources
 from shopformer.ingest import transforms as ingest
 from shopformer.ingest.sources import SourceMapping
+from shopformer.ingest.staging import Staging, staging_path
 from shopformer.schemas import BRONZE_EVENTS, BRONZE_REJECTED
 from shopformer.spark import build_spark
 
@@ -95,16 +97,18 @@ def candidates(
 
 
 def _existing_ids(
-    spark: SparkSession, cfg: Config, source: str, start: dt.date, end: dt.date, cand: DataFrame
+    spark: SparkSession, cfg: Config, source: str, start: dt.date, end: dt.date, staged: DataFrame
 ) -> DataFrame:
-    """Ids already in bronze for this source from other landing dates, within the batch's event dates."""
-    span = cand.where(F.col("reason").isNull()).agg(F.min("event_date"), F.max("event_date")).first()
+    """Ids already in bronze for this source from other landing dates, in the event dates the batch's
+    valid rows have: a bounded lookup (Delta prunes bronze.events to those ``event_date`` partitions)."""
     bronze = tables.read(spark, cfg.table("bronze_events"), BRONZE_EVENTS)
-    if span is None or span[0] is None:
+    valid = staged.where(F.col("reason").isNull()).select("event_date").distinct()
+    dates = sorted(r[0] for r in valid.collect())
+    if not dates:
         return bronze.limit(0).select("event_id")
     return bronze.where(
         (F.col("source") == source)
-        & F.col("event_date").between(span[0], span[1])
+        & F.col("event_date").isin(dates)
         & ~F.col("ingest_date").between(start, end)
     ).select("event_id")
 
@@ -158,27 +162,51 @@ def run(
     paths = landing_paths(cfg, m, start, end, input_path)
     raw = read_batch(spark, cfg, m, paths)
     cand = candidates(raw, m, max_future_hours=limits.max_future_hours, max_age_days=limits.max_age_days)
-    cand = cand.persist(StorageLevel.MEMORY_AND_DISK)
-    resolved: DataFrame | None = None
+    stage = Staging(spark, staging_path(cfg, m.name, run_id))
     try:
-        try:  # the first actions read every file: a bad file surfaces here, before any write
-            existing = _existing_ids(spark, cfg, m.name, start, end, cand)
-            resolved = ingest.resolve_duplicates(cand, existing_ids=existing)
-            resolved = resolved.persist(StorageLevel.MEMORY_AND_DISK)
-            counts = [(r[0], r[1], int(r[2]), r[3]) for r in ingest.disposition_counts(resolved).collect()]
-        except (Py4JJavaError, CapturedException) as exc:
-            if (resource := errors.resource_failure(exc)) is not None:  # out of memory: not a bad file
-                raise resource from exc
-            where = ", ".join(p for _, p in paths)
-            raise SourceError(f"failed reading the raw files at {where}: {sources.first_line(exc)}") from exc
-        cand.unpersist()  # ``resolved`` is materialized now
-        report = _write_and_reconcile(spark, cfg, resolved, counts, m.name, start, end, run_id)
+        staged, resolved, counts = _classify(spark, cfg, stage, cand, m.name, start, end, paths)
+        report = _write_and_reconcile(spark, cfg, staged, resolved, counts, m.name, start, end, run_id)
         bad = bad_days(counts, [d for d, _ in paths], max_share=limits.max_reject_share, filters=m.exclude)
         return replace(report, bad_input=bad)
     finally:
-        cand.unpersist()
-        if resolved is not None:
-            resolved.unpersist()
+        stage.clean()
+
+
+def _classify(
+    spark: SparkSession,
+    cfg: Config,
+    stage: Staging,
+    cand: DataFrame,
+    source: str,
+    start: dt.date,
+    end: dt.date,
+    paths: list[tuple[dt.date, str]],
+) -> tuple[DataFrame, DataFrame, Counts]:
+    """Stage every row once (the one pass over the raw files), then the resolved valid rows; count both.
+
+    Both results are read more than once (rejects, resolution, counts; counts, bronze.events), so each is
+    staged as Parquet rather than persisted: a recompute would repeat the parse or the shuffle."""
+    try:  # the first action reads every file: a bad file surfaces here, before any write
+        staged = stage.save(cand.transform(ingest.staged_rows), "classified")
+    except (Py4JJavaError, CapturedException) as exc:
+        if (resource := errors.resource_failure(exc)) is not None:  # out of memory: not a bad file
+            raise resource from exc
+        where = ", ".join(p for _, p in paths)
+        raise SourceError(f"failed reading the raw files at {where}: {sources.first_line(exc)}") from exc
+    try:
+        existing = _existing_ids(spark, cfg, source, start, end, staged)
+        resolved = stage.save(ingest.resolve_duplicates(staged, existing_ids=existing), "resolved")
+        rows = ingest.disposition_counts(ingest.accounting(staged, resolved)).collect()
+        copies = int(ingest.copies_total(resolved).first()[0])
+    except (Py4JJavaError, CapturedException) as exc:
+        if (resource := errors.resource_failure(exc)) is not None:
+            raise resource from exc
+        raise
+    counts = [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+    valid = sum(n for disp, _, n, _ in counts if disp != ingest.REJECTED)
+    if copies != valid:
+        raise ReconciliationError(f"{source} {start}..{end}: {valid} valid rows read, {copies} resolved")
+    return staged, resolved, counts
 
 
 def _predicate(source: str, start: dt.date, end: dt.date) -> str:
@@ -189,6 +217,7 @@ def _predicate(source: str, start: dt.date, end: dt.date) -> str:
 def _write_and_reconcile(
     spark: SparkSession,
     cfg: Config,
+    staged: DataFrame,
     resolved: DataFrame,
     counts: Counts,
     source: str,
@@ -207,7 +236,7 @@ def _write_and_reconcile(
         run_id=run_id,
     )
     tables.replace_where(
-        ingest.rejected_records(resolved, run_id=run_id),
+        ingest.rejected_records(staged, run_id=run_id),
         rejected_path,
         predicate=predicate,
         schema=BRONZE_REJECTED,

@@ -1,16 +1,17 @@
 """Ingestion transforms: raw string rows -> classified canonical events. Pure: no session, no actions.
 
 Chain (see ``ingest.job``): ``join_lookup`` -> ``map_fields`` -> ``parse_values`` -> ``classify`` ->
-``assign_event_ids`` -> ``resolve_duplicates``; then ``accepted_events`` / ``rejected_records`` /
-``disposition_counts`` state the outputs. Every input row leaves ``resolve_duplicates`` exactly once with a
-disposition (accepted | duplicate | rejected) so the counts reconcile by construction.
+``assign_event_ids`` -> ``staged_rows`` (every row once; the job stages it) -> ``rejected_records`` and
+``resolve_duplicates`` (one row per valid event id) -> ``accepted_events``; ``accounting`` ->
+``disposition_counts`` and ``copies_total`` state the accounting: every row read is rejected, accepted
+or a duplicate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from shopformer.ingest.sources import CORRUPT, RESERVED
@@ -60,7 +61,10 @@ EVENT_COLUMNS = [
 ]
 CLASSIFIED = [*EVENT_COLUMNS, "source_file", "raw_record", "reason"]
 IDENTIFIED = ["event_id", *CLASSIFIED]
-RESOLVED = [*IDENTIFIED, "disposition"]
+RESOLVED = ["event_id", *EVENT_COLUMNS, "copies", "known"]
+# Which copy of an event id is kept: the first landing date, then file, then descriptive attributes (the
+# only columns in which copies of one id can differ), so the choice is the same in every run.
+KEEP_ORDER = ["ingest_date", "source_file", "category", "brand", "item_title"]
 
 
 def join_lookup(raw: DataFrame, *, lookup: DataFrame | None, key: str | None) -> DataFrame:
@@ -207,54 +211,95 @@ def assign_event_ids(classified: DataFrame) -> DataFrame:
     return classified.select(eid.alias("event_id"), *CLASSIFIED)
 
 
-def resolve_duplicates(identified: DataFrame, *, existing_ids: DataFrame) -> DataFrame:
-    """Disposition per row: rejected (has a reason), duplicate (same id earlier in the batch, or already in
-    bronze from another landing date: ``existing_ids``), else accepted. The kept copy is the first by
-    (ingest_date, source_file, raw_record), so reruns keep the same one."""
-    require_columns(identified, IDENTIFIED, "resolve_duplicates")
+def staged_rows(identified: DataFrame) -> DataFrame:
+    """Every row once, split by its reason right after parsing: only a rejected row keeps its raw record
+    (an accepted row is fully described by its columns), so what the run stages and shuffles stays narrow."""
+    require_columns(identified, IDENTIFIED, "staged_rows")
+    raw = F.when(F.col("reason").isNotNull(), F.col("raw_record")).alias("raw_record")
+    return identified.select(*[raw if c == "raw_record" else F.col(c) for c in IDENTIFIED])
+
+
+def resolve_duplicates(staged: DataFrame, *, existing_ids: DataFrame) -> DataFrame:
+    """One row per event id among the valid rows, with its ``copies`` in the batch and whether it is
+    ``known`` (already in bronze from another landing date: ``existing_ids``; then every copy is a
+    duplicate). The kept copy is the smallest (``KEEP_ORDER``), so reruns keep the same one.
+
+    A sort-based aggregation over narrow rows (no raw record): Spark spills it to disk when it does not fit,
+    where a window over wide rows held them in memory. Rejected rows never take part: a duplicate of a
+    rejected row is still a rejection."""
+    require_columns(staged, IDENTIFIED, "resolve_duplicates")
     require_columns(existing_ids, ["event_id"], "resolve_duplicates(existing_ids)")
-    seen = existing_ids.select("event_id").distinct().withColumn("_seen", F.lit(True))
-    # row_number is a ranking function: Spark fixes its frame, so none is named here.
-    order = Window.partitionBy("event_id").orderBy(
-        F.col("reason").isNotNull(), "ingest_date", "source_file", "raw_record"
+    ordered = [*KEEP_ORDER, *[c for c in EVENT_COLUMNS if c not in KEEP_ORDER]]
+    groups = (
+        staged.where(F.col("reason").isNull())
+        .groupBy("event_id")
+        .agg(F.min(F.struct(*ordered)).alias("kept"), F.count(F.lit(1)).alias("copies"))
     )
-    disposition = (
-        F.when(F.col("reason").isNotNull(), F.lit(REJECTED))
-        .when(F.col("_seen"), F.lit(DUPLICATE))
-        .when(F.row_number().over(order) == 1, F.lit(ACCEPTED))
-        .otherwise(F.lit(DUPLICATE))
-    )
-    return identified.join(seen, on="event_id", how="left").select(
-        *IDENTIFIED, disposition.alias("disposition")
+    seen = existing_ids.select("event_id").distinct().withColumn("known", F.lit(True))
+    return groups.join(seen, on="event_id", how="left").select(
+        "event_id",
+        *[F.col(f"kept.{c}").alias(c) for c in EVENT_COLUMNS],
+        "copies",
+        F.coalesce(F.col("known"), F.lit(False)).alias("known"),
     )
 
 
 def accepted_events(resolved: DataFrame, *, run_id: str) -> DataFrame:
-    """Rows for bronze.events."""
+    """Rows for bronze.events: the kept copy of every id not already in bronze."""
     require_columns(resolved, RESOLVED, "accepted_events")
     return (
-        resolved.where(F.col("disposition") == ACCEPTED)
+        resolved.where(~F.col("known"))
         .withColumn("ingest_run_id", F.lit(run_id))
         .select(*names(BRONZE_EVENTS))
     )
 
 
-def rejected_records(resolved: DataFrame, *, run_id: str) -> DataFrame:
+def rejected_records(staged: DataFrame, *, run_id: str) -> DataFrame:
     """Rows for bronze.events_rejected: raw record, reason, where it came from."""
-    require_columns(resolved, RESOLVED, "rejected_records")
+    require_columns(staged, IDENTIFIED, "rejected_records")
     return (
-        resolved.where(F.col("disposition") == REJECTED)
+        staged.where(F.col("reason").isNotNull())
         .withColumn("ingest_run_id", F.lit(run_id))
         .select(*names(BRONZE_REJECTED))
     )
 
 
-def disposition_counts(resolved: DataFrame) -> DataFrame:
-    """One row per (disposition, reason, landing date) with its row count: the run's whole accounting,
-    per landing date, in one aggregate."""
-    require_columns(resolved, RESOLVED, "disposition_counts")
+def accounting(staged: DataFrame, resolved: DataFrame) -> DataFrame:
+    """Narrow entries (disposition, reason, landing date, +1/-1) whose sums are the run's dispositions: each
+    rejected row is +1 rejected; each valid row starts as +1 duplicate; each kept copy of an id new to
+    bronze moves one from duplicate to accepted, on its own landing date (a kept copy is one of that date's
+    valid rows). So a duplicate counts on the landing date it was read on."""
+    require_columns(staged, IDENTIFIED, "accounting(staged)")
+    require_columns(resolved, RESOLVED, "accounting(resolved)")
+    no_reason = F.lit(None).cast("string").alias("reason")
+
+    def entry(df: DataFrame, disposition: str, reason: Column, n: int) -> DataFrame:
+        return df.select(F.lit(disposition).alias("disposition"), reason, "ingest_date", F.lit(n).alias("n"))
+
+    rejected = staged.where(F.col("reason").isNotNull())
+    valid = staged.where(F.col("reason").isNull())
+    kept = resolved.where(~F.col("known"))
     return (
-        resolved.groupBy("disposition", "reason", "ingest_date")
-        .agg(F.count(F.lit(1)).alias("n"))
+        entry(rejected, REJECTED, F.col("reason"), 1)
+        .unionByName(entry(valid, DUPLICATE, no_reason, 1))
+        .unionByName(entry(kept, ACCEPTED, no_reason, 1))
+        .unionByName(entry(kept, DUPLICATE, no_reason, -1))
+    )
+
+
+def disposition_counts(entries: DataFrame) -> DataFrame:
+    """One row per (disposition, reason, landing date) with its row count: the run's whole accounting, per
+    landing date, in one aggregate over ``accounting``'s entries."""
+    require_columns(entries, ["disposition", "reason", "ingest_date", "n"], "disposition_counts")
+    return (
+        entries.groupBy("disposition", "reason", "ingest_date")
+        .agg(F.sum("n").alias("n"))
+        .where(F.col("n") != 0)
         .select("disposition", "reason", "n", "ingest_date")
     )
+
+
+def copies_total(resolved: DataFrame) -> DataFrame:
+    """One row: the valid rows the resolution accounted for (must equal the valid rows staged)."""
+    require_columns(resolved, RESOLVED, "copies_total")
+    return resolved.agg(F.coalesce(F.sum("copies"), F.lit(0)).cast("long").alias("copies")).select("copies")

@@ -37,7 +37,8 @@ ORDER BY churn_30d DESC, revenue_90d DESC, user_id;
 -- name: coupon_price_sensitive
 -- Coupon campaign: price-sensitive users (segment 'high' = most negative third of price_elasticity that
 -- night) whose propensity is in a middle band: sure buyers need no coupon, unlikely ones will not convert.
--- Users without views have a null segment and are never selected.
+-- Users without views have a null segment and are never selected, except on a source without views at
+-- all, whose segments come from purchase behaviour (docs/model.md "Price sensitivity from purchases").
 SELECT source, user_id, as_of_date, price_elasticity, propensity_7d
 FROM scores_latest_user_scores
 WHERE price_sensitivity_segment = 'high'

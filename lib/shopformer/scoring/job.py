@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from shopformer import cli, registry, tables
 from shopformer.config import Config
 from shopformer.errors import ShopformerError
+from shopformer.features import price_sensitivity
 from shopformer.features.job import as_of_dates
 from shopformer.features.vocab import check_unchanged, first_frequent_id
 from shopformer.progress import Progress
@@ -36,6 +37,7 @@ from shopformer.schemas import (
     SCORES_USER_EMBEDDINGS,
     SCORES_USER_NEXT_ITEMS,
     SCORES_USER_SCORES,
+    SILVER_EVENTS,
 )
 from shopformer.scoring import publish
 from shopformer.scoring import transforms as scoring
@@ -177,10 +179,13 @@ def _arrow_batch(spark: SparkSession, rows: int) -> Iterator[None]:
 
 def _write(cfg: Config, scored: DataFrame, run_date: dt.date, lineage: scoring.Lineage) -> None:
     at = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC)  # the logical run time, never the clock
+    silver = tables.read(scored.sparkSession, cfg.table("silver_events"), SILVER_EVENTS)
+    s = price_sensitivity.settings(cfg)  # purchase-based elasticity for sources without views
+    bought = price_sensitivity.from_events(silver, as_of_dates=[run_date], s=s)
     outputs = [
         (
             "scores_user_scores",
-            scoring.user_scores(scored, lineage=lineage, scored_at=at),
+            scoring.user_scores(scored, lineage=lineage, scored_at=at, purchases=bought),
             SCORES_USER_SCORES,
         ),
         ("scores_user_embeddings", scoring.user_embeddings(scored, lineage=lineage), SCORES_USER_EMBEDDINGS),

@@ -178,16 +178,45 @@ def segment(elasticity: Column, partition_by: Sequence[str]) -> Column:
     return F.when(elasticity.isNotNull(), F.element_at(names_, F.ntile(3).over(ordered)))
 
 
-def user_scores(scored: DataFrame, *, lineage: Lineage, scored_at: dt.datetime) -> DataFrame:
-    """scores.user_scores rows: calibrated probabilities, elasticity (null without views) and segment."""
+def elasticity(*, purchase_based: bool) -> Column:
+    """The model's elasticity where the user has views; on a (source, as_of_date) where nobody has views
+    (a transactions-only source) the purchase-based ``purchase_elasticity`` (features.price_sensitivity)
+    when ``purchase_based``; null otherwise. One basis per source and date, so terciles compare like
+    with like; a viewing source's buy-only users stay null."""
+    if not purchase_based:
+        return F.when(F.col("has_views"), F.col("price_elasticity"))
+    whole = Window.partitionBy("source", "as_of_date").rowsBetween(
+        Window.unboundedPreceding, Window.unboundedFollowing
+    )
+    nobody_views = F.max(F.col("has_views").cast("int")).over(whole) == 0
+    return F.when(F.col("has_views"), F.col("price_elasticity")).when(
+        nobody_views, F.col("purchase_elasticity")
+    )
+
+
+def user_scores(
+    scored: DataFrame,
+    *,
+    lineage: Lineage,
+    scored_at: dt.datetime,
+    purchases: DataFrame | None = None,
+) -> DataFrame:
+    """scores.user_scores rows: calibrated probabilities, elasticity (``elasticity``) and segment.
+
+    ``purchases``: (source, user_id, as_of_date, price_elasticity) from purchase behaviour, or None."""
     require_columns(scored, names(SCORED), "user_scores")
-    elasticity = F.when(F.col("has_views"), F.col("price_elasticity"))
-    return scored.select(
+    if purchases is not None:
+        require_columns(purchases, [*KEYS, "price_elasticity"], "user_scores purchases")
+        bought = purchases.select(*KEYS, F.col("price_elasticity").alias("purchase_elasticity"))
+        scored = scored.join(bought, list(KEYS), "left")
+    rows = scored.withColumn("_elasticity", elasticity(purchase_based=purchases is not None))
+    e = F.col("_elasticity")
+    return rows.select(
         *KEYS,
         F.col("propensity").alias("propensity_7d"),
         F.col("churn").alias("churn_30d"),
-        elasticity.alias("price_elasticity"),
-        segment(elasticity, ["source", "as_of_date"]).alias("price_sensitivity_segment"),
+        e.alias("price_elasticity"),
+        segment(e, ["source", "as_of_date"]).alias("price_sensitivity_segment"),
         *_lineage(lineage),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
     ).select(*names(SCORES_USER_SCORES))

@@ -126,6 +126,9 @@ def test_a_crash_between_two_commits_exits_6_and_a_rerun_completes(
     assert job_main("ingest_events")(_argv(tmp_path)) == errors.FAILED_AFTER_COMMIT
     result = _result(capsys.readouterr().out, "INGEST")
     assert result["exit_code"] == 6 and result["committed"] == 1
+    bronze = tmp_path / "warehouse" / "bronze"  # the rejects first, bronze.events last (docs/ingestion.md)
+    assert calls == [str(bronze / "events_rejected"), str(bronze / "events")]
+    assert (bronze / "events_rejected" / "_delta_log").is_dir() and not (bronze / "events").exists()
     assert "rerun the same date" in result["error"] and result["run_id"] == f"ingest_events:{DAY}"
     monkeypatch.setattr(tables, "replace_where", real)
     assert job_main("ingest_events")(_argv(tmp_path)) == errors.DONE

@@ -4,7 +4,9 @@ Each landing date's folder is read separately (``ingest_date`` = that date) and 
 classified in one pass over the raw files and staged as Parquet (rejects with their raw record, valid rows
 without); duplicates are resolved by a spillable aggregation over the staged valid rows and staged too;
 both are counted, written as two atomic replaceWhere commits over (source, ingest_date in the run's
-dates), and re-counted from the tables: read = accepted + duplicates + rejected, or ``ReconciliationError``.
+dates), the rejects first and ``bronze.events`` last (a reader of bronze.events never sees a night without
+its rejects), and re-counted from the tables: read = accepted + duplicates + rejected, or
+``ReconciliationError``.
 No full copy is held in memory (``persist``), so the driver's memory does not grow with the batch.
 """
 
@@ -227,20 +229,21 @@ def _write_and_reconcile(
 ) -> IngestReport:
     predicate = _predicate(source, start, end)
     events_path, rejected_path = cfg.table("bronze_events"), cfg.table("bronze_events_rejected")
-    tables.replace_where(
-        ingest.accepted_events(resolved, run_id=run_id),
-        events_path,
-        predicate=predicate,
-        schema=BRONZE_EVENTS,
-        partition_by=["event_date"],
-        run_id=run_id,
-    )
+    # bronze.events last: readers (sessionize) see a landing date whole, its rejects already written
     tables.replace_where(
         ingest.rejected_records(staged, run_id=run_id),
         rejected_path,
         predicate=predicate,
         schema=BRONZE_REJECTED,
         partition_by=["ingest_date"],
+        run_id=run_id,
+    )
+    tables.replace_where(
+        ingest.accepted_events(resolved, run_id=run_id),
+        events_path,
+        predicate=predicate,
+        schema=BRONZE_EVENTS,
+        partition_by=["event_date"],
         run_id=run_id,
     )
     accepted, duplicates, reasons = _tally(counts)

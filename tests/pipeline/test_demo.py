@@ -70,6 +70,10 @@ TINY = [
     "train.holdout_dates=1",
     "train.valid_dates=1",
     "scoring.top_k=3",
+    # The suite's small local Spark (tests/conftest.py): 2 shuffle partitions for a tiny shop, not 8.
+    "spark.conf.spark.sql.shuffle.partitions=2",
+    "spark.conf.spark.default.parallelism=2",
+    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=2",
 ]
 
 

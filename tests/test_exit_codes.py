@@ -116,19 +116,20 @@ def test_a_crash_between_two_commits_exits_6_and_a_rerun_completes(
     real = tables.replace_where
     calls: list[str] = []
 
-    def second_commit_fails(df: Any, path: str, **kw: Any) -> None:
+    def last_commit_fails(df: Any, path: str, **kw: Any) -> None:
         calls.append(path)
-        if len(calls) == 2:
-            raise RuntimeError("injected: killed before the second commit")
+        if len(calls) == 3:
+            raise RuntimeError("injected: killed before the last commit")
         real(df, path, **kw)
 
-    monkeypatch.setattr(tables, "replace_where", second_commit_fails)
+    monkeypatch.setattr(tables, "replace_where", last_commit_fails)
     assert job_main("ingest_events")(_argv(tmp_path)) == errors.FAILED_AFTER_COMMIT
     result = _result(capsys.readouterr().out, "INGEST")
-    assert result["exit_code"] == 6 and result["committed"] == 1
-    bronze = tmp_path / "warehouse" / "bronze"  # the rejects first, bronze.events last (docs/ingestion.md)
-    assert calls == [str(bronze / "events_rejected"), str(bronze / "events")]
-    assert (bronze / "events_rejected" / "_delta_log").is_dir() and not (bronze / "events").exists()
+    assert result["exit_code"] == 6 and result["committed"] == 2
+    bronze = tmp_path / "warehouse" / "bronze"  # rejects, manifest, bronze.events last (docs/ingestion.md)
+    assert calls == [str(bronze / name) for name in ("events_rejected", "ingested_files", "events")]
+    assert (bronze / "events_rejected" / "_delta_log").is_dir() and (bronze / "ingested_files").is_dir()
+    assert not (bronze / "events").exists()  # a reader of bronze.events sees nothing of the night
     assert "rerun the same date" in result["error"] and result["run_id"] == f"ingest_events:{DAY}"
     monkeypatch.setattr(tables, "replace_where", real)
     assert job_main("ingest_events")(_argv(tmp_path)) == errors.DONE

@@ -76,6 +76,21 @@ BRONZE_REJECTED = StructType(
     ]
 )
 
+# bronze.ingested_files: the manifest of landing files, one row per file an ingest run read (docs/ingestion.md
+# "Manifest"). ``landing_date`` is the folder's date, ``ingest_date`` the landing date whose bronze rows the
+# file became (a late file: a later one); replaced per (source, ingest_date) with the bronze tables.
+BRONZE_INGESTED_FILES = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("landing_date", DateType(), False),
+        StructField("file_path", StringType(), False),
+        StructField("size", LongType(), False),
+        StructField("modification_time", TimestampType(), False),
+        StructField("ingest_date", DateType(), False),
+        StructField("ingest_run_id", StringType(), False),
+    ]
+)
+
 # silver.events: bronze events annotated with their session.
 SILVER_EVENTS = StructType(
     [

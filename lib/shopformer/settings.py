@@ -130,12 +130,14 @@ class IngestSettings:
     max_future_hours: int
     max_age_days: int
     max_reject_share: float
+    late_file_days: int
 
     def checks(self) -> dict[str, bool]:
         return {
             "max_future_hours": self.max_future_hours >= 0,
             "max_age_days": self.max_age_days >= 1,
             "max_reject_share": 0 <= self.max_reject_share <= 1,
+            "late_file_days": self.late_file_days >= 0,
         }
 
 

@@ -1,13 +1,13 @@
 """Orchestrates one ingest run: the actions (read, stage, count, write, reconcile) around ``ingest``.
 
-Each landing date's folder is read separately (``ingest_date`` = that date) and unioned. Every row is
-classified in one pass over the raw files and staged as Parquet (rejects with their raw record, valid rows
-without); duplicates are resolved by a spillable aggregation over the staged valid rows and staged too;
-both are counted, written as two atomic replaceWhere commits over (source, ingest_date in the run's
-dates), the rejects first and ``bronze.events`` last (a reader of bronze.events never sees a night without
-its rejects), and re-counted from the tables: read = accepted + duplicates + rejected, or
-``ReconciliationError``.
-No full copy is held in memory (``persist``), so the driver's memory does not grow with the batch.
+``ingest.manifest`` says which files to read: each landing date's folder (``ingest_date`` = that date) and
+files new in recent earlier folders. Every row is classified in one pass over the raw files and staged as
+Parquet (rejects with their raw record, valid rows without); duplicates are resolved by a spillable
+aggregation over the staged valid rows and staged too; both are counted, written as three atomic
+replaceWhere commits over (source, ingest_date in the run's dates): the rejects, the manifest of the files
+read, and ``bronze.events`` last (a reader of bronze.events never sees a night without its rejects), and
+re-counted from the tables: read = accepted + duplicates + rejected, or ``ReconciliationError``. No full
+copy is held in memory (``persist``), so the driver's memory does not grow with the batch.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from pyspark.sql import functions as F
 from shopformer import cli, errors, tables
 from shopformer.config import Config
 from shopformer.errors import BadInputError, ConfigError, ReconciliationError, SourceError
-from shopformer.ingest import sources
+from shopformer.ingest import manifest, sources
 from shopformer.ingest import transforms as ingest
 from shopformer.ingest.sources import SourceMapping
 from shopformer.ingest.staging import Staging, staging_path
-from shopformer.schemas import BRONZE_EVENTS, BRONZE_REJECTED
+from shopformer.schemas import BRONZE_EVENTS, BRONZE_INGESTED_FILES, BRONZE_REJECTED
 from shopformer.spark import build_spark
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,10 @@ class IngestReport:
     rejected: int
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     bad_input: list[str] = field(default_factory=list)  # landing dates breaching ingest.max_reject_share
+    late_files: list[str] = field(default_factory=list)  # files new in earlier folders, read by this run
+    changed_files: list[str] = field(
+        default_factory=list
+    )  # files whose size or time differ from the manifest
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -70,17 +74,23 @@ def landing_paths(
     return [(d, sources.resolve_path(cfg, m.path, f"sources.{m.name}.path", d)) for d in _dates(start, end)]
 
 
-def read_batch(
-    spark: SparkSession, cfg: Config, m: SourceMapping, paths: list[tuple[dt.date, str]]
-) -> DataFrame:
-    """Raw rows of every landing folder, each checked against the mapping before anything runs."""
+def read_batch(spark: SparkSession, cfg: Config, m: SourceMapping, reads: list[manifest.Read]) -> DataFrame:
+    """Raw rows of every file the run reads, each folder checked against the mapping before anything runs."""
     lookup = sources.read_lookup(spark, cfg, m)
     key = m.lookup.key if m.lookup else None
     frames = []
-    for day, path in paths:
-        raw = sources.read_raw(spark, m, path, day).transform(ingest.join_lookup, lookup=lookup, key=key)
-        sources.check_expressions(raw, m, path)
+    for r in reads:
+        if not r.files:
+            log.warning(
+                "%s: every file there was read by another landing date's run: nothing to read", r.where
+            )
+            continue
+        raw = sources.read_raw(spark, m, [f.path for f in r.files], r.ingest_date)
+        raw = raw.transform(ingest.join_lookup, lookup=lookup, key=key)
+        sources.check_expressions(raw, m, r.where)
         frames.append(raw)
+    if not frames:
+        raise SourceError(f"nothing to read at {', '.join(r.where for r in reads)}: see the log")
     return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
@@ -162,14 +172,21 @@ def run(
     m = sources.load_mapping(cfg, source)
     limits = cfg.settings.ingest
     paths = landing_paths(cfg, m, start, end, input_path)
-    raw = read_batch(spark, cfg, m, paths)
+    files = manifest.plan(
+        spark, cfg, m, paths, late_file_days=limits.late_file_days, lookback=input_path is None
+    )
+    raw = read_batch(spark, cfg, m, files.reads)
     cand = candidates(raw, m, max_future_hours=limits.max_future_hours, max_age_days=limits.max_age_days)
     stage = Staging(spark, staging_path(cfg, m.name, run_id))
     try:
-        staged, resolved, counts = _classify(spark, cfg, stage, cand, m.name, start, end, paths)
-        report = _write_and_reconcile(spark, cfg, staged, resolved, counts, m.name, start, end, run_id)
+        where = [r.where for r in files.reads]
+        staged, resolved, counts = _classify(spark, cfg, stage, cand, m.name, start, end, where)
+        landed = manifest.manifest_rows(spark, m.name, files.reads, run_id)
+        report = _write_and_reconcile(
+            spark, cfg, (staged, resolved, landed), counts, m.name, start, end, run_id
+        )
         bad = bad_days(counts, [d for d, _ in paths], max_share=limits.max_reject_share, filters=m.exclude)
-        return replace(report, bad_input=bad)
+        return replace(report, bad_input=bad, late_files=files.late_files, changed_files=files.changed_files)
     finally:
         stage.clean()
 
@@ -182,7 +199,7 @@ def _classify(
     source: str,
     start: dt.date,
     end: dt.date,
-    paths: list[tuple[dt.date, str]],
+    where: list[str],
 ) -> tuple[DataFrame, DataFrame, Counts]:
     """Stage every row once (the one pass over the raw files), then the resolved valid rows; count both.
 
@@ -193,8 +210,8 @@ def _classify(
     except (Py4JJavaError, CapturedException) as exc:
         if (resource := errors.resource_failure(exc)) is not None:  # out of memory: not a bad file
             raise resource from exc
-        where = ", ".join(p for _, p in paths)
-        raise SourceError(f"failed reading the raw files at {where}: {sources.first_line(exc)}") from exc
+        at = ", ".join(where)
+        raise SourceError(f"failed reading the raw files at {at}: {sources.first_line(exc)}") from exc
     try:
         existing = _existing_ids(spark, cfg, source, start, end, staged)
         resolved = stage.save(ingest.resolve_duplicates(staged, existing_ids=existing), "resolved")
@@ -219,33 +236,24 @@ def _predicate(source: str, start: dt.date, end: dt.date) -> str:
 def _write_and_reconcile(
     spark: SparkSession,
     cfg: Config,
-    staged: DataFrame,
-    resolved: DataFrame,
+    frames: tuple[DataFrame, DataFrame, DataFrame],
     counts: Counts,
     source: str,
     start: dt.date,
     end: dt.date,
     run_id: str,
 ) -> IngestReport:
+    staged, resolved, landed = frames
     predicate = _predicate(source, start, end)
     events_path, rejected_path = cfg.table("bronze_events"), cfg.table("bronze_events_rejected")
-    # bronze.events last: readers (sessionize) see a landing date whole, its rejects already written
-    tables.replace_where(
-        ingest.rejected_records(staged, run_id=run_id),
-        rejected_path,
-        predicate=predicate,
-        schema=BRONZE_REJECTED,
-        partition_by=["ingest_date"],
-        run_id=run_id,
-    )
-    tables.replace_where(
-        ingest.accepted_events(resolved, run_id=run_id),
-        events_path,
-        predicate=predicate,
-        schema=BRONZE_EVENTS,
-        partition_by=["event_date"],
-        run_id=run_id,
-    )
+    # bronze.events last: readers (sessionize) see a landing date whole, its rejects already written; the
+    # manifest before it, so a kill between them leaves no file that bronze holds but the manifest lacks
+    for df, path, schema, parts in (
+        (ingest.rejected_records(staged, run_id=run_id), rejected_path, BRONZE_REJECTED, ["ingest_date"]),
+        (landed, cfg.table("bronze_ingested_files"), BRONZE_INGESTED_FILES, []),
+        (ingest.accepted_events(resolved, run_id=run_id), events_path, BRONZE_EVENTS, ["event_date"]),
+    ):
+        tables.replace_where(df, path, predicate=predicate, schema=schema, partition_by=parts, run_id=run_id)
     accepted, duplicates, reasons = _tally(counts)
     written_accepted = tables.read(spark, events_path).where(predicate).count()
     rejected = tables.read(spark, rejected_path).where(predicate)

@@ -224,14 +224,23 @@ def resolve_path(cfg: Config, template: str, key: str, day: dt.date | None = Non
     return cfg.expand(template, key, **({} if day is None else {"date": day.isoformat()}))
 
 
-def _load(spark: SparkSession, fmt: str, path: str, options: Mapping[str, str], schema: StructType | None):
+Paths = str | list[str]  # a folder or file, or the list of files a run reads (ingest.manifest)
+
+
+def _where(path: Paths) -> str:
+    if isinstance(path, str):
+        return path
+    return path[0] if len(path) == 1 else f"{path[0]} (and {len(path) - 1} more files)"
+
+
+def _load(spark: SparkSession, fmt: str, path: Paths, options: Mapping[str, str], schema: StructType | None):
     reader = spark.read.format(fmt).options(**options)
     if schema is not None:
         reader = reader.schema(schema)
     try:
         return reader.load(path)
     except AnalysisException as exc:
-        raise SourceError(f"cannot read {fmt} files at {path}: {first_line(exc)}") from exc
+        raise SourceError(f"cannot read {fmt} files at {_where(path)}: {first_line(exc)}") from exc
 
 
 def first_line(exc: Exception) -> str:
@@ -254,7 +263,7 @@ def _text_schema(names: tuple[str, ...] | list[str]) -> StructType:
     return StructType([StructField(c, StringType()) for c in names] + [StructField(CORRUPT, StringType())])
 
 
-def _read_text_format(spark: SparkSession, m: SourceMapping, path: str) -> tuple[DataFrame, list[str]]:
+def _read_text_format(spark: SparkSession, m: SourceMapping, path: Paths) -> tuple[DataFrame, list[str]]:
     """CSV / JSON lines: all-string schema + ``_corrupt_record`` in PERMISSIVE mode."""
     opts = {**m.options, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
     if m.columns is not None:
@@ -267,12 +276,13 @@ def _read_text_format(spark: SparkSession, m: SourceMapping, path: str) -> tuple
         names = _load(spark, "json", path, {**m.options, "primitivesAsString": "true"}, None).columns
         names = [c for c in names if c != CORRUPT]
     if not names:
-        raise SourceError(f"no columns found in the {m.format} files at {path} (empty file?)")
+        raise SourceError(f"no columns found in the {m.format} files at {_where(path)} (empty file?)")
     return _load(spark, m.format, path, opts, _text_schema(names)), names
 
 
-def read_raw(spark: SparkSession, m: SourceMapping, path: str, ingest_date: dt.date) -> DataFrame:
-    """One landing folder as raw string columns plus ``RESERVED`` columns (lazy after the header)."""
+def read_raw(spark: SparkSession, m: SourceMapping, path: Paths, ingest_date: dt.date) -> DataFrame:
+    """One landing folder (or the files listed) as raw string columns plus ``RESERVED`` columns (lazy after
+    the header)."""
     if m.format == "parquet":
         df = _load(spark, "parquet", path, m.options, None)
         names = list(df.columns)
@@ -281,7 +291,7 @@ def read_raw(spark: SparkSession, m: SourceMapping, path: str, ingest_date: dt.d
         df, names = _read_text_format(spark, m, path)
     clash = sorted(set(names) & set(RESERVED))
     if clash:
-        raise SourceError(f"files at {path} have column(s) {clash}, reserved for ingestion")
+        raise SourceError(f"files at {_where(path)} have column(s) {clash}, reserved for ingestion")
     raw_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in names]), {"ignoreNullFields": "false"})
     return df.select(
         *[F.col(f"`{c}`") for c in names],

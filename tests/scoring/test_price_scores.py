@@ -84,3 +84,15 @@ def test_the_scoring_job_fills_a_transactions_only_user_from_silver(spark: Spark
     assert rows["a"][0] is not None and rows["b"][0] is not None  # without purchases: null (checked)
     assert rows["a"][0] < rows["b"][0] <= 0 and rows["a"][1] == "high"
     assert rows["b"][0] == rows["r"][0]  # both always paid the regular price
+
+
+def test_only_the_nights_sources_without_views_read_silver(spark: SparkSession, cfg: Config) -> None:
+    """A clickstream night (every source has views) reads no silver history; otherwise only the listed
+    sources' purchases are read."""
+    assert scoring_job._purchase_elasticity(cfg, spark, T, []) is None  # no scan planned at all
+    buys = [("a", f"2024-01-{d:02d} 10:00:00", "purchase", "i1", 10.0) for d in range(10, 31)]
+    tables.overwrite(silver(spark, buys), cfg.table("silver_events"), schema=SILVER_EVENTS, run_id="t")
+    listed = scoring_job._purchase_elasticity(cfg, spark, T, ["shop"])
+    other = scoring_job._purchase_elasticity(cfg, spark, T, ["elsewhere"])
+    assert listed is not None and other is not None
+    assert [r["user_id"] for r in listed.collect()] == ["a"] and other.count() == 0

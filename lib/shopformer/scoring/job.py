@@ -15,7 +15,7 @@ import hashlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,6 +90,8 @@ def _snapshots(spark: SparkSession, cfg: Config, run_date: dt.date) -> tuple[Dat
         F.count(F.lit(1)).alias("n"),
         F.sort_array(F.collect_set("vocab_version")).alias("vocab"),
         F.max(F.size("seq_item")).alias("max_len"),
+        F.sort_array(F.collect_set("source")).alias("sources"),
+        F.collect_set(F.when(scoring.has_views(F.col("seq_event_type")), F.col("source"))).alias("viewed"),
     ).first()
     if stats is None or stats["n"] == 0:
         raise ScoringInputError(
@@ -177,11 +179,29 @@ def _arrow_batch(spark: SparkSession, rows: int) -> Iterator[None]:
             spark.conf.set(ARROW_BATCH, before)
 
 
-def _write(cfg: Config, scored: DataFrame, run_date: dt.date, lineage: scoring.Lineage) -> None:
+def _purchase_elasticity(
+    cfg: Config, spark: SparkSession, run_date: dt.date, buy_only: Sequence[str] | None
+) -> DataFrame | None:
+    """Purchase-based elasticity of the night's sources where nobody has a view (``buy_only``; None: every
+    source). No such source: None, and silver's history is not read (a clickstream night skips the scan)."""
+    if buy_only is not None and not buy_only:
+        return None
+    silver = tables.read(spark, cfg.table("silver_events"), SILVER_EVENTS)
+    if buy_only is not None:
+        silver = silver.where(F.col("source").isin(list(buy_only)))
+    s = price_sensitivity.settings(cfg)
+    return price_sensitivity.from_events(silver, as_of_dates=[run_date], s=s)
+
+
+def _write(
+    cfg: Config,
+    scored: DataFrame,
+    run_date: dt.date,
+    lineage: scoring.Lineage,
+    buy_only: Sequence[str] | None = None,
+) -> None:
     at = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC)  # the logical run time, never the clock
-    silver = tables.read(scored.sparkSession, cfg.table("silver_events"), SILVER_EVENTS)
-    s = price_sensitivity.settings(cfg)  # purchase-based elasticity for sources without views
-    bought = price_sensitivity.from_events(silver, as_of_dates=[run_date], s=s)
+    bought = _purchase_elasticity(cfg, scored.sparkSession, run_date, buy_only)
     outputs = [
         (
             "scores_user_scores",
@@ -223,7 +243,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
     with _arrow_batch(spark, s.arrow_batch_size):
         scored = scoring.score_snapshots(snaps, spec=spec).persist()  # three tables, one model pass
         try:
-            _write(cfg, scored, run_date, lineage)
+            buy_only = sorted(set(stats["sources"]) - set(stats["viewed"]))  # no view: elasticity from buys
+            _write(cfg, scored, run_date, lineage, buy_only)
         finally:
             scored.unpersist()
     publish.publish_scored(spark, cfg, run_date=run_date, run_id=run_id)  # last: the night is complete

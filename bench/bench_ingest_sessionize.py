@@ -49,7 +49,8 @@ PYTHON = sys.executable
 # users -> events: the shop makes ~0.47 events per generated user per day (docs/synthetic_shop.md).
 PRESETS: dict[str, tuple[int, int]] = {"1m": (36_000, 1), "10m": (360_000, 2)}  # users, files_per_day
 SPARK_UP = re.compile(r"spark \S+ up \(master=")
-JOB_LOG = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO (shopformer\S*: .*)")  # the jobs' own progress lines
+# the jobs' own progress lines (the logger name may be followed by the run id in brackets)
+JOB_LOG = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO (shopformer\S*(?: \[[^\]]*\])?: .*)")
 SAMPLE_S = 0.2
 
 

@@ -136,6 +136,66 @@ GOLD_VOCABULARIES = StructType(
 )
 
 
+# gold.user_state: per (source, user) as of date D (events with event_date < D), what the nightly snapshot
+# of D needs from the past (docs/snapshots.md "Nightly: the user state"), one partition per as_of_date.
+# Events are kept raw (tokens, not vocabulary ids: the vocabulary is rebuilt weekly).
+USER_STATE_EVENT = StructType(
+    [
+        StructField("event_time", TimestampType()),
+        StructField("event_id", StringType()),
+        StructField("event_date", DateType()),
+        StructField("item_id", StringType()),
+        StructField("category", StringType()),
+        StructField("brand", StringType()),
+        StructField("event_type", StringType()),
+        StructField("rel_price", DoubleType()),
+        StructField("gap_s", LongType()),  # seconds since the user's previous event (0 for the first)
+    ]
+)
+# Running totals up to and including event_date (features/aggregates.py ADDITIVE, last times).
+USER_STATE_TOTALS = StructType(
+    [
+        StructField("event_date", DateType()),
+        *[
+            StructField(
+                name, DoubleType() if name in ("revenue", "sum_rel_paid", "sum_rel_viewed") else LongType()
+            )
+            for name in (
+                "n_events",
+                "n_active",
+                "n_views",
+                "n_carts",
+                "n_purchases",
+                "revenue",
+                "n_sessions",
+                "n_disc_purchases",
+                "n_priced_purchases",
+                "sum_rel_paid",
+                "n_priced_views",
+                "sum_rel_viewed",
+                "n_new_categories",
+                "active_days",
+            )
+        ],
+        StructField("last_time", TimestampType()),
+        StructField("last_purchase_time", TimestampType()),
+    ]
+)
+GOLD_USER_STATE = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("user_id", StringType(), False),
+        StructField("as_of_date", DateType(), False),
+        StructField("first_date", DateType(), False),
+        StructField("categories", ArrayType(StringType())),
+        StructField("daily_totals", ArrayType(USER_STATE_TOTALS)),
+        StructField("last_events", ArrayType(USER_STATE_EVENT)),
+        StructField("silver_version", LongType(), False),
+        StructField("state_run_id", StringType(), False),
+    ]
+)
+
+
 def require_columns(df: DataFrame, columns: list[str] | tuple[str, ...], where: str) -> None:
     """Fail early, naming the missing columns, instead of deep inside a query plan."""
     missing = [c for c in columns if c not in df.columns]

@@ -166,6 +166,7 @@ class SnapshotsSettings:
     price_conversion_hours: int
     price_max_views: int
     vocab_version: str
+    state_retention_days: int
 
     def checks(self) -> dict[str, bool]:
         positive = (
@@ -187,6 +188,7 @@ class SnapshotsSettings:
             "activity_event_types": bool(self.activity_event_types)
             and set(self.activity_event_types) <= set(EVENT_TYPES),
             "vocab_version": bool(self.vocab_version),
+            "state_retention_days": self.state_retention_days >= 0,
         }
 
 

@@ -67,39 +67,49 @@ def _is(event_type: str) -> Column:
     return F.col("event_type") == event_type
 
 
-def _daily(events: DataFrame, s: AggregateSettings) -> DataFrame:
-    """One row per (user, day with events): additive counts of that day."""
+def day_totals(s: AggregateSettings, new_categories: Column) -> list[Column]:
+    """The aggregations of one (user, day) group; ``new_categories`` counts its first-seen categories.
+    The sums are null on a day without their events: ``DAY_SUMS`` are filled with 0 afterwards."""
     purchase, priced = _is("purchase"), F.col("rel_price").isNotNull()
+    return [
+        F.count(F.lit(1)).alias("n_events"),
+        F.count(F.when(F.col("event_type").isin(*s.activity_event_types), 1)).alias("n_active"),
+        F.count(F.when(_is("view"), 1)).alias("n_views"),
+        F.count(F.when(_is("cart"), 1)).alias("n_carts"),
+        F.count(F.when(purchase, 1)).alias("n_purchases"),
+        F.sum(F.when(purchase, F.coalesce("price", F.lit(0.0)) * F.col("quantity"))).alias("revenue"),
+        F.count(F.when(F.col("event_time") == F.col("session_start"), 1)).alias("n_sessions"),
+        F.count(F.when(purchase & (F.col("rel_price") < 1 - s.discount_threshold), 1)).alias(
+            "n_disc_purchases"
+        ),
+        F.count(F.when(purchase & priced, 1)).alias("n_priced_purchases"),
+        F.sum(F.when(purchase, F.col("rel_price"))).alias("sum_rel_paid"),
+        F.count(F.when(_is("view") & priced, 1)).alias("n_priced_views"),
+        F.sum(F.when(_is("view"), F.col("rel_price"))).alias("sum_rel_viewed"),
+        new_categories.alias("n_new_categories"),
+        F.lit(1).alias("active_days"),
+        F.max("event_time").alias("last_time"),
+        F.max(F.when(purchase, F.col("event_time"))).alias("last_purchase_day_time"),
+    ]
+
+
+DAY_SUMS = ["revenue", "sum_rel_paid", "sum_rel_viewed"]
+
+
+def daily_rows(events: DataFrame, s: AggregateSettings) -> DataFrame:
+    """One row per (user, day with events): additive counts of that day (``n_new_categories`` counts the
+    categories whose first event among ``events`` falls on that day)."""
     first_cat = Window.partitionBy(*KEYS, "category").orderBy("event_time", "event_id")
     new_cat = F.col("category").isNotNull() & (F.row_number().over(first_cat) == 1)  # ranking: fixed frame
     return (
         events.withColumn("_new_cat", new_cat)
         .groupBy(*KEYS, "event_date")
-        .agg(
-            F.count(F.lit(1)).alias("n_events"),
-            F.count(F.when(F.col("event_type").isin(*s.activity_event_types), 1)).alias("n_active"),
-            F.count(F.when(_is("view"), 1)).alias("n_views"),
-            F.count(F.when(_is("cart"), 1)).alias("n_carts"),
-            F.count(F.when(purchase, 1)).alias("n_purchases"),
-            F.sum(F.when(purchase, F.coalesce("price", F.lit(0.0)) * F.col("quantity"))).alias("revenue"),
-            F.count(F.when(F.col("event_time") == F.col("session_start"), 1)).alias("n_sessions"),
-            F.count(F.when(purchase & (F.col("rel_price") < 1 - s.discount_threshold), 1)).alias(
-                "n_disc_purchases"
-            ),
-            F.count(F.when(purchase & priced, 1)).alias("n_priced_purchases"),
-            F.sum(F.when(purchase, F.col("rel_price"))).alias("sum_rel_paid"),
-            F.count(F.when(_is("view") & priced, 1)).alias("n_priced_views"),
-            F.sum(F.when(_is("view"), F.col("rel_price"))).alias("sum_rel_viewed"),
-            F.count(F.when(F.col("_new_cat"), 1)).alias("n_new_categories"),
-            F.lit(1).alias("active_days"),
-            F.max("event_time").alias("last_time"),
-            F.max(F.when(purchase, F.col("event_time"))).alias("last_purchase_day_time"),
-        )
-        .fillna(0.0, subset=["revenue", "sum_rel_paid", "sum_rel_viewed"])
+        .agg(*day_totals(s, F.count(F.when(F.col("_new_cat"), 1))))
+        .fillna(0.0, subset=DAY_SUMS)
     )
 
 
-def _running(daily: DataFrame) -> DataFrame:
+def running_totals(daily: DataFrame) -> DataFrame:
     """Running totals per user up to and including each active day, as one struct ``v``."""
     upto = (
         Window.partitionBy(*KEYS)
@@ -119,7 +129,7 @@ def _running(daily: DataFrame) -> DataFrame:
     )
 
 
-def _offsets(s: AggregateSettings) -> dict[str, int]:
+def query_offsets(s: AggregateSettings) -> dict[str, int]:
     """Query name -> day offset from T whose running total is needed (T-1, T-w-1, T+H-1)."""
     past = {f"w{w}": -w - 1 for w in (*s.windows_days, s.churn_active_days, s.population_days)}
     future = {"p_future": s.propensity_horizon_days - 1, "c_future": s.churn_horizon_days - 1}
@@ -129,8 +139,8 @@ def _offsets(s: AggregateSettings) -> dict[str, int]:
 def as_of_totals(events: DataFrame, *, as_of_dates: Sequence[dt.date], s: AggregateSettings) -> DataFrame:
     """(source, user_id, as_of_date, <one running-total struct per offset>) for users seen before T."""
     require_columns(events, REQUIRED, "as_of_totals")
-    running = _running(_daily(events, s))
-    offsets = _offsets(s)
+    running = running_totals(daily_rows(events, s))
+    offsets = query_offsets(s)
     firsts = running.groupBy(*KEYS).agg(F.min("event_date").alias("first_date"))
     queries = (
         firsts.withColumn("as_of_date", F.explode(dates_array(as_of_dates)))
@@ -263,6 +273,13 @@ def user_features(
 ) -> DataFrame:
     """Aggregates + labels per (user, T) for users active in ``[T - population_days, T)``."""
     totals = as_of_totals(events, as_of_dates=as_of_dates, s=s)
+    return features_from_totals(totals, s=s, label_cutoff=label_cutoff)
+
+
+def features_from_totals(totals: DataFrame, *, s: AggregateSettings, label_cutoff: dt.date) -> DataFrame:
+    """Aggregates + labels from ``as_of_totals``-shaped rows (one running-total struct per query offset),
+    whoever looked them up: the range build above or the nightly user state (features/state.py)."""
+    require_columns(totals, [*KEYS, "as_of_date", *query_offsets(s)], "features_from_totals")
     recency = _days_since(F.col("now.last_time"))
     return totals.where(recency <= s.population_days).select(
         *KEYS,

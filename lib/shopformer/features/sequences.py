@@ -42,33 +42,51 @@ def bucket_of(event_date: Column, as_of_dates: Sequence[dt.date]) -> Column:
     )
 
 
-def with_gaps(events: DataFrame) -> DataFrame:
-    """``log_gap``: log1p(seconds since the user's previous event), 0 for a first event. Past-only."""
+def gap_seconds() -> Column:
+    """Seconds since the user's previous event (null for a first event), over ``event_time, event_id``."""
     order = Window.partitionBy("source", "user_id").orderBy("event_time", "event_id")
     # lag() is an offset function: Spark fixes its frame, so none is named here.
-    gap = F.unix_seconds(F.col("event_time")) - F.unix_seconds(F.lag("event_time").over(order))
-    return events.withColumn("log_gap", F.log1p(F.coalesce(gap, F.lit(0)).cast("double")))
+    return F.unix_seconds(F.col("event_time")) - F.unix_seconds(F.lag("event_time").over(order))
+
+
+def log_gap(seconds: Column) -> Column:
+    """``seq_log_gap`` of an event ``seconds`` after the user's previous one (0 for a first event)."""
+    return F.log1p(F.coalesce(seconds, F.lit(0)).cast("double"))
+
+
+def with_gaps(events: DataFrame) -> DataFrame:
+    """``log_gap``: log1p(seconds since the user's previous event), 0 for a first event. Past-only."""
+    return events.withColumn("log_gap", log_gap(gap_seconds()))
+
+
+def type_id(event_type: Column) -> Column:
+    """The event type's code in ``seq_event_type`` (null for an unknown type)."""
+    type_ids = F.create_map(*[x for k, v in EVENT_TYPE_IDS.items() for x in (F.lit(k), F.lit(v))])
+    return F.element_at(type_ids, event_type)
+
+
+def event_values() -> list[Column]:
+    """What a kept event carries after its sort keys (``event_time``, ``event_id``): ``sequence_arrays``
+    reads these by name. Needs ``item_idx``, ``category_idx``, ``brand_idx``, ``event_type_id``,
+    ``rel_price``, ``log_gap``."""
+    return [
+        F.col("item_idx"),
+        F.col("category_idx"),
+        F.col("brand_idx"),
+        F.coalesce(F.col("event_type_id"), F.lit(0)).alias("event_type_id"),
+        F.coalesce(F.col("rel_price"), F.lit(1.0)).cast("float").alias("rel_price"),
+        F.col("log_gap").cast("float").alias("log_gap"),
+    ]
 
 
 def _kept_events(events: DataFrame, as_of_dates: Sequence[dt.date], max_len: int) -> DataFrame:
     """Per user, the sorted list of the newest ``max_len`` events of every bucket."""
     newest = Window.partitionBy("source", "user_id", "b").orderBy(F.desc("event_time"), F.desc("event_id"))
-    event = F.struct(
-        "event_time",
-        "event_id",
-        "b",
-        "item_idx",
-        "category_idx",
-        "brand_idx",
-        F.coalesce(F.col("event_type_id"), F.lit(0)).alias("event_type_id"),
-        F.coalesce(F.col("rel_price"), F.lit(1.0)).cast("float").alias("rel_price"),
-        F.col("log_gap").cast("float").alias("log_gap"),
-    )
-    type_ids = F.create_map(*[x for k, v in EVENT_TYPE_IDS.items() for x in (F.lit(k), F.lit(v))])
+    event = F.struct("event_time", "event_id", "b", *event_values())
     return (
         events.withColumn("b", bucket_of(F.col("event_date"), as_of_dates))
         .where(F.col("b") < len(set(as_of_dates)))
-        .withColumn("event_type_id", F.element_at(type_ids, F.col("event_type")))
+        .withColumn("event_type_id", type_id(F.col("event_type")))
         .transform(with_gaps)
         # row_number is a ranking function: Spark fixes its frame.
         .withColumn("_rank", F.row_number().over(newest))
@@ -82,8 +100,9 @@ def _padded(values: Column, max_len: int, pad: Column) -> Column:
     return F.concat(F.array_repeat(pad, F.lit(max_len) - F.size(values)), values)
 
 
-def _arrays(last: Column, as_of: Column, max_len: int) -> list[Column]:
-    """The per-position feature arrays of the kept events ``last`` (oldest first), left-padded."""
+def sequence_arrays(last: Column, as_of: Column, max_len: int) -> list[Column]:
+    """The per-position feature arrays of the kept events ``last`` (oldest first, at most ``max_len``,
+    fields of ``event_values`` plus ``event_time``), left-padded."""
     t_end = F.unix_seconds(as_of.cast("timestamp"))
     parts = {
         "seq_item": (lambda e: e["item_idx"], F.lit(0)),
@@ -120,5 +139,5 @@ def last_events(events: DataFrame, *, as_of_dates: Sequence[dt.date], max_len: i
         "user_id",
         as_of.alias("as_of_date"),
         F.least(F.size(before), F.lit(max_len)).cast("int").alias("seq_len"),
-        *_arrays(last, as_of, max_len),
+        *sequence_arrays(last, as_of, max_len),
     )

@@ -19,7 +19,7 @@ from pyspark.sql.types import StructType
 from shopformer.features.aggregates import KEYS, AggregateSettings, feature_names, user_features
 from shopformer.features.sequences import REQUIRED as SEQ_REQUIRED
 from shopformer.features.sequences import last_events
-from shopformer.schemas import SEQ_COLUMNS, SEQ_FLOAT_COLUMNS, require_columns
+from shopformer.schemas import PRICE_LABEL_COLUMNS, SEQ_COLUMNS, SEQ_FLOAT_COLUMNS, require_columns
 
 
 @dataclass(frozen=True)
@@ -156,13 +156,23 @@ def build_snapshots(
     feats = user_features(events, as_of_dates=as_of_dates, s=a, label_cutoff=label_cutoff)
     seqs = last_events(events, as_of_dates=as_of_dates, max_len=s.max_len)
     prices = price_labels(events, as_of_dates=as_of_dates, s=s, label_cutoff=label_cutoff)
-    distinct_cats = F.size(F.array_distinct(F.filter("seq_category", lambda c: c > 0)))
-    schema = snapshot_schema(a.windows_days)
-    return (
+    joined = (
         feats.join(seqs, keys, "left")
         .join(prices, keys, "left")
         .transform(_no_views_is_zero, events=events, s=s, label_cutoff=label_cutoff)
-        .withColumn("seq_distinct_categories", distinct_cats.cast("int"))
+    )
+    return snapshot_rows(joined, s=s, vocab_version=vocab_version, run_id=run_id)
+
+
+def snapshot_rows(joined: DataFrame, *, s: SnapshotSettings, vocab_version: str, run_id: str) -> DataFrame:
+    """The table's columns (``snapshot_schema``) from features joined with sequences and price labels:
+    what the range build and the nightly state path (features/state.py) share."""
+    require_columns(joined, [*KEYS, "as_of_date", "seq_category", *PRICE_LABEL_COLUMNS], "snapshot_rows")
+    a = s.aggregates
+    distinct_cats = F.size(F.array_distinct(F.filter("seq_category", lambda c: c > 0)))
+    schema = snapshot_schema(a.windows_days)
+    return (
+        joined.withColumn("seq_distinct_categories", distinct_cats.cast("int"))
         .withColumn("propensity_horizon_days", F.lit(a.propensity_horizon_days))
         .withColumn("churn_horizon_days", F.lit(a.churn_horizon_days))
         .withColumn("vocab_version", F.lit(vocab_version))

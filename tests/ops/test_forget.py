@@ -70,6 +70,7 @@ def _schemas() -> dict[str, StructType]:
         "bronze_events": schemas.BRONZE_EVENTS,
         "silver_events": schemas.SILVER_EVENTS,
         "silver_sessions": schemas.SILVER_SESSIONS,
+        "gold_user_state": schemas.GOLD_USER_STATE,
         "scores_user_scores": schemas.SCORES_USER_SCORES,
         "scores_user_embeddings": schemas.SCORES_USER_EMBEDDINGS,
         "scores_user_next_items": schemas.SCORES_USER_NEXT_ITEMS,
@@ -82,7 +83,7 @@ def _schemas() -> dict[str, StructType]:
 def template(
     spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, list[Row]]]:
-    """The eight tables written once, and their rows as read back; each test works on its own copy."""
+    """The nine tables written once, and their rows as read back; each test works on its own copy."""
     root = tmp_path_factory.mktemp("forget-template")
     cfg = load_config("local", [f"paths.root={root}"])
     frames = {n: _frame(spark, s) for n, s in _schemas().items() if n in USER_TABLES}

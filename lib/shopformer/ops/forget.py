@@ -1,6 +1,6 @@
 """Right to be forgotten: delete given users' rows from every table that holds user rows (docs/operations.md).
 
-Which rows: every table with a ``user_id`` column (bronze, silver, gold snapshots, scores.*) by
+Which rows: every table with a ``user_id`` column (bronze, silver, gold snapshots and user state, scores.*) by
 (``source``,) ``user_id``; ``bronze.events_rejected`` has no user column, only the raw record, so its rows
 whose ``raw_record`` holds the id as a whole token (a JSON value such as ``"user_id":"42"`` or a delimited
 field of a raw line; a float export ``42.0`` counts too) are deleted. That match is deliberately generous:
@@ -30,6 +30,7 @@ USER_TABLES = (
     "silver_events",
     "silver_sessions",
     "gold_user_snapshots",
+    "gold_user_state",
     "scores_user_scores",
     "scores_user_embeddings",
     "scores_user_next_items",

@@ -108,6 +108,8 @@ def _replay_start(
     start = day - DAY
     while start in stored and now is not None:
         row = _stored(spark, cfg, start).select("silver_version").first()
+        if row is None:  # an empty state (no user yet): nothing to roll forward
+            return None
         try:
             changed = _changed_before(spark, silver, built_from=int(row[0]), now=now, before=start)
         except _UndatableError as exc:
@@ -184,6 +186,7 @@ def _roll(spark: SparkSession, cfg: Config, *, day: dt.date, s: SnapshotSettings
     start = _replay_start(spark, cfg, day, version, stored)
     kw = {"max_len": s.max_len, "s": s.aggregates, "silver_version": version, "run_id": run_id}
     if start is None:
+        log.info("no stored state to roll forward to %s from: built from the whole history", day)
         _bootstrap(cfg, silver, day=day, **kw)
     else:
         _roll_forward(spark, cfg, silver, start=start, day=day, **kw)

@@ -1,9 +1,17 @@
 """The one module that writes tables. Every write is a single atomic Delta commit over one partition
-(or one contiguous partition range of a backfill), so re-running a date replaces, never duplicates."""
+(or one contiguous partition range of a backfill), so re-running a date replaces, never duplicates.
+
+Fault injection (docs/reliability.md "Kill switch"): with ``SHOPFORMER_KILL_BEFORE_COMMIT=N`` in the
+environment, the process dies with ``os._exit(137)`` (as a SIGKILL would: no cleanup, no error line) right
+before the N-th write this module attempts in the process: every call below that can commit (a Delta
+commit, or landing files) counts, also a MERGE, DELETE or OPTIMIZE that then finds nothing to change.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Sequence
 
 from delta.tables import DeltaTable
@@ -14,6 +22,18 @@ from pyspark.sql.types import StructType
 from shopformer import errors
 
 log = logging.getLogger(__name__)
+KILL_ENV = "SHOPFORMER_KILL_BEFORE_COMMIT"
+_attempts = [0]
+
+
+def _before_commit(what: str, path: str) -> None:
+    """Count a write about to commit; die here when it is the one ``SHOPFORMER_KILL_BEFORE_COMMIT`` names
+    (one line on stderr says which, for the test or drill that set it)."""
+    _attempts[0] += 1
+    if os.environ.get(KILL_ENV, "").strip() == str(_attempts[0]):
+        sys.stderr.write(f"{KILL_ENV}={_attempts[0]}: killed before {what} {path}\n")
+        sys.stderr.flush()
+        os._exit(137)
 
 
 def exists(spark: SparkSession, path: str) -> bool:
@@ -64,6 +84,7 @@ def replace_where(
     other partitions. The run id lands in the commit's userMetadata for lineage.
     """
     log.info("writing %s where %s", path, predicate)
+    _before_commit("replace_where", path)
     (
         _conform(df, schema)
         .write.format("delta")
@@ -93,6 +114,7 @@ def merge_upsert(
     spark = df.sparkSession
     data = _conform(df, schema)
     if not exists(spark, path):
+        _before_commit("create", path)
         spark.createDataFrame([], schema).write.format("delta").partitionBy(*partition_by).save(path)
         errors.note_commit()
     cond = " AND ".join([f"t.{k} = s.{k}" for k in keys] + [f"({target_filter.replace('{t}', 't')})"])
@@ -108,6 +130,7 @@ def merge_upsert(
         if delete_unmatched_where:
             merge = merge.whenNotMatchedBySourceDelete(delete_unmatched_where.replace("{t}", "t"))
         log.info("merging into %s on %s", path, keys)
+        _before_commit("merge_upsert", path)
         merge.execute()
         errors.note_commit()
     finally:
@@ -117,6 +140,7 @@ def merge_upsert(
 def overwrite(df: DataFrame, path: str, *, schema: StructType, run_id: str) -> None:
     """Replace a whole small table atomically (reference data such as a synthetic shop's ground truth)."""
     log.info("overwriting %s", path)
+    _before_commit("overwrite", path)
     (
         _conform(df, schema)
         .write.format("delta")
@@ -136,6 +160,7 @@ def write_landing_files(df: DataFrame, path: str, *, fmt: str, partition_by: Seq
     writer = df.write.mode("overwrite").partitionBy(*partition_by)
     if fmt == "csv":
         writer = writer.option("header", "true")
+    _before_commit("write_landing_files", path)
     writer.format(fmt).save(path)
     errors.note_commit()
 
@@ -156,6 +181,7 @@ def delete_matching(spark: SparkSession, path: str, keys: DataFrame, on: str, *,
     before = version(spark, path)
     spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
     try:
+        _before_commit("delete_matching", path)
         table.alias("t").merge(keys.alias("k"), on).whenMatchedDelete().execute()
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
@@ -184,6 +210,7 @@ def optimize(spark: SparkSession, path: str, *, run_id: str) -> None:
     before = version(spark, path)
     spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", run_id)
     try:
+        _before_commit("optimize", path)
         DeltaTable.forPath(spark, path).optimize().executeCompaction()
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
@@ -205,6 +232,7 @@ def vacuum(spark: SparkSession, path: str, *, retain_hours: float) -> None:
         log.warning("vacuum %s retaining %s h (< 168 h): no job may be using this table", path, retain_hours)
         spark.conf.set(check, "false")
     try:
+        _before_commit("vacuum", path)
         DeltaTable.forPath(spark, path).vacuum(retain_hours)
     finally:
         spark.conf.set(check, before)

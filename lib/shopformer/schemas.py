@@ -152,31 +152,30 @@ USER_STATE_EVENT = StructType(
         StructField("gap_s", LongType()),  # seconds since the user's previous event (0 for the first)
     ]
 )
-# Running totals up to and including event_date (features/aggregates.py ADDITIVE, last times).
+# The additive per-user counts and sums the aggregates keep running totals of (features/aggregates.py
+# ADDITIVE); the sums are doubles, the counts longs.
+RUNNING_SUMS = ("revenue", "sum_rel_paid", "sum_rel_viewed")
+RUNNING_TOTALS = (
+    "n_events",
+    "n_active",
+    "n_views",
+    "n_carts",
+    "n_purchases",
+    "revenue",
+    "n_sessions",
+    "n_disc_purchases",
+    "n_priced_purchases",
+    "sum_rel_paid",
+    "n_priced_views",
+    "sum_rel_viewed",
+    "n_new_categories",
+    "active_days",
+)
+# Running totals up to and including event_date (RUNNING_TOTALS, last times).
 USER_STATE_TOTALS = StructType(
     [
         StructField("event_date", DateType()),
-        *[
-            StructField(
-                name, DoubleType() if name in ("revenue", "sum_rel_paid", "sum_rel_viewed") else LongType()
-            )
-            for name in (
-                "n_events",
-                "n_active",
-                "n_views",
-                "n_carts",
-                "n_purchases",
-                "revenue",
-                "n_sessions",
-                "n_disc_purchases",
-                "n_priced_purchases",
-                "sum_rel_paid",
-                "n_priced_views",
-                "sum_rel_viewed",
-                "n_new_categories",
-                "active_days",
-            )
-        ],
+        *[StructField(n, DoubleType() if n in RUNNING_SUMS else LongType()) for n in RUNNING_TOTALS],
         StructField("last_time", TimestampType()),
         StructField("last_purchase_time", TimestampType()),
     ]

@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shopformer.features.sequences import dates_array
-from shopformer.schemas import USER_KEYS, require_columns
+from shopformer.schemas import RUNNING_SUMS, RUNNING_TOTALS, USER_KEYS, require_columns
 
 KEYS = USER_KEYS
 REQUIRED = (
@@ -32,22 +32,7 @@ REQUIRED = (
     "session_start",
     "rel_price",
 )
-ADDITIVE = (
-    "n_events",
-    "n_active",
-    "n_views",
-    "n_carts",
-    "n_purchases",
-    "revenue",
-    "n_sessions",
-    "n_disc_purchases",
-    "n_priced_purchases",
-    "sum_rel_paid",
-    "n_priced_views",
-    "sum_rel_viewed",
-    "n_new_categories",
-    "active_days",
-)
+ADDITIVE = RUNNING_TOTALS
 
 
 @dataclass(frozen=True)
@@ -93,7 +78,7 @@ def day_totals(s: AggregateSettings, new_categories: Column) -> list[Column]:
     ]
 
 
-DAY_SUMS = ["revenue", "sum_rel_paid", "sum_rel_viewed"]
+DAY_SUMS = list(RUNNING_SUMS)
 
 
 def daily_rows(events: DataFrame, s: AggregateSettings) -> DataFrame:

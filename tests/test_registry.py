@@ -117,7 +117,15 @@ def test_a_registry_error_in_the_gate_registers_and_promotes_nothing(
     monkeypatch.setattr(gate.pyfunc, "log_model", lambda *a: registered.append(a) or "2")
     new = {"propensity_roc_auc": 1.0, "churn_roc_auc": 1.0}  # would beat any champion
     with pytest.raises(registry.RegistryError, match="database is locked"):
-        gate.gate_and_register(None, cfg, SimpleNamespace(), "unused.pt", new, str(champion_root / "t"))  # type: ignore[arg-type]
+        gate.gate_and_register(
+            None,  # type: ignore[arg-type]
+            cfg,
+            SimpleNamespace(),  # type: ignore[arg-type]
+            "unused.pt",
+            new,
+            str(champion_root / "t"),
+            vocab_fp="1:abc",
+        )
     assert registered == [] and registry.champion_version(NAME) == "1"
 
 
@@ -133,3 +141,41 @@ def test_a_champion_that_cannot_be_scored_fails_the_gate_closed(
     with pytest.raises(registry.GateError, match=r"champion v1 could not be scored.*IndexError"):
         gate.champion_metrics(None, cfg, d, str(champion_root / "t"))  # type: ignore[arg-type]
     assert registry.champion_version(NAME) == "1"
+
+
+def test_a_promoted_version_carries_its_vocabulary_tags_when_it_becomes_champion(
+    champion_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring refuses a champion without its vocabulary's name and content hash: both are tagged before
+    the alias moves, so no reader ever sees an untagged champion (the tags were once set after it)."""
+    cfg = load_config("local", [f"paths.root={champion_root}", f"train.registered_model={NAME}"])
+    client = MlflowClient()
+    monkeypatch.setattr(gate, "champion_metrics", lambda *a: (None, None))  # no champion to beat
+    monkeypatch.setattr(
+        gate.pyfunc,
+        "log_model",
+        lambda *a: str(
+            client.create_model_version(NAME, source=str(tiny_model_dir(champion_root / "m2"))).version
+        ),
+    )
+    seen: list[dict[str, str]] = []
+    real_promote = registry.promote
+
+    def promote(name: str, version: str) -> str | None:
+        seen.append(dict(client.get_model_version(name, version).tags))
+        return real_promote(name, version)
+
+    monkeypatch.setattr(registry, "promote", promote)
+    d = SimpleNamespace(vocab={"version": "v2024-01-08"})
+    new = {"propensity_roc_auc": 0.9, "churn_roc_auc": 0.9}
+    version, ok, _ = gate.gate_and_register(
+        None,  # type: ignore[arg-type]
+        cfg,
+        d,  # type: ignore[arg-type]
+        "unused.pt",
+        new,
+        str(champion_root / "t"),
+        vocab_fp="7:0123abcd",
+    )
+    assert (version, ok, registry.champion_version(NAME)) == ("2", True, "2")
+    assert seen == [{registry.VOCAB_TAG: "v2024-01-08", registry.FINGERPRINT_TAG: "7:0123abcd"}]

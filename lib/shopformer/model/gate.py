@@ -88,8 +88,10 @@ def gate_metrics(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def gate_and_register(
-    spark: SparkSession, cfg: Config, d: Data, ckpt: str, new: dict[str, float], tmp: str
+    spark: SparkSession, cfg: Config, d: Data, ckpt: str, new: dict[str, float], tmp: str, *, vocab_fp: str
 ) -> tuple[str, bool, str]:
+    """Register the new version with its vocabulary tags (name and content hash ``vocab_fp``), then promote
+    it if the gate passes: a champion never lacks the tags scoring checks."""
     t = cfg.settings.train
     name = t.registered_model
     _, old = champion_metrics(spark, cfg, d, tmp)
@@ -104,6 +106,7 @@ def gate_and_register(
     )
     version = pyfunc.log_model(ckpt, name)
     registry.tag_vocabulary(name, version, str(d.vocab["version"]))
+    registry.tag_fingerprint(name, version, vocab_fp)
     if ok:
         registry.promote(name, version)
     mlflow.set_tags({"gate": why, "promoted": str(ok)})

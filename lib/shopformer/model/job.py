@@ -281,8 +281,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         mlflow.log_metrics(others)
         _, table = _report(cfg, d, rows, preds, tmp)
         new = gate.gate_metrics(rows)
-        version, promoted, why = gate.gate_and_register(spark, cfg, d, ckpt, new, tmp)
-        registry.tag_fingerprint(cfg.settings.train.registered_model, version, vocab_fp)  # scoring checks it
+        version, promoted, why = gate.gate_and_register(spark, cfg, d, ckpt, new, tmp, vocab_fp=vocab_fp)
         log.info("training result: %s", {k: v for k, v in result.items() if k != "pretrain"})
     split = {"train": [x.isoformat() for x in d.split.train_dates]}
     for part in ("train", "valid", "holdout"):

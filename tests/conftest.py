@@ -96,25 +96,59 @@ def scored_root(airflow_pipeline: Pipeline) -> Path:
 PIPELINE_GROUP = ("test_end_to_end", "test_airflow", "test_cluster", "test_notebooks")
 
 
+# The longest units after the pipeline group, longest first (module wall times of a quiet CI run,
+# 2026-12-02): each starts early beside the pipeline group instead of last on one worker while the other
+# idles. Modules not named here follow in collection order (each well under a minute).
+HEAVY = (
+    "test_kill",
+    "test_demo",
+    "test_train_job",
+    "test_publish",
+    "test_real_data",
+    "test_snapshots_real_data",
+    "test_item_text",
+    "test_forget",
+    "test_user_state",
+    "test_exit_codes",
+    "test_scoring",
+    "test_snapshots",
+    "test_property",
+    "test_sessionize",
+    "test_quality",
+)
+
+
 def _scope(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0]
     return "pipeline" if Path(module).stem in PIPELINE_GROUP else module
 
 
+def _rank(nodeid: str) -> int:
+    """Where a test's unit runs: the pipeline group, then HEAVY in its order, then the rest."""
+    scope = _scope(nodeid)
+    if scope == "pipeline":
+        return 0
+    stem = Path(scope).stem
+    return 1 + HEAVY.index(stem) if stem in HEAVY else 1 + len(HEAVY)
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``./dev test`` runs two workers: whole modules go to one worker (a module's fixtures are built
     once) and the pipeline harnesses as one unit. xdist's own ``loadgroup`` cannot do it under pytest 9
-    (it renames ``item._nodeid``, which pytest 9 no longer reads), so the scope is chosen here."""
+    (it renames ``item._nodeid``, which pytest 9 no longer reads), so the scope is chosen here. Units are
+    handed out in collection order (``pytest_collection_modifyitems``), not xdist's default of most
+    tests first, which started the four-test kill module last (a straggler of ~5 min on one worker)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScopes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _scope(nodeid)
 
+    config.option.loadscopereorder = False
     return ModuleScopes(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The pipeline harnesses first (a stable sort keeps the order within): the longest unit starts at
-    once, and the other worker takes the rest of the suite beside it."""
-    items.sort(key=lambda item: _scope(item.nodeid) != "pipeline")
+    """Longest units first (a stable sort keeps the order within a module): the pipeline group, then
+    HEAVY; short modules fill the end, so both workers finish close together."""
+    items.sort(key=lambda item: _rank(item.nodeid))

@@ -168,14 +168,17 @@ def test_a_promoted_version_carries_its_vocabulary_tags_when_it_becomes_champion
     monkeypatch.setattr(registry, "promote", promote)
     d = SimpleNamespace(vocab={"version": "v2024-01-08"})
     new = {"propensity_roc_auc": 0.9, "churn_roc_auc": 0.9}
-    version, ok, _ = gate.gate_and_register(
-        None,  # type: ignore[arg-type]
-        cfg,
-        d,  # type: ignore[arg-type]
-        "unused.pt",
-        new,
-        str(champion_root / "t"),
-        vocab_fp="7:0123abcd",
-    )
+    # The gate runs inside the training run; an explicit one here, in this test's own store (an implicit
+    # run would land in whichever experiment an earlier test in this process made active).
+    with mlflow.start_run(experiment_id=client.create_experiment("gate")):
+        version, ok, _ = gate.gate_and_register(
+            None,  # type: ignore[arg-type]
+            cfg,
+            d,  # type: ignore[arg-type]
+            "unused.pt",
+            new,
+            str(champion_root / "t"),
+            vocab_fp="7:0123abcd",
+        )
     assert (version, ok, registry.champion_version(NAME)) == ("2", True, "2")
     assert seen == [{registry.VOCAB_TAG: "v2024-01-08", registry.FINGERPRINT_TAG: "7:0123abcd"}]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from shopformer import errors
 from shopformer.config import Config, load_config
 from shopformer.errors import ShopformerError
+from shopformer.redact import redact, redact_settings, redacting
 
 log = logging.getLogger("shopformer")
 
@@ -72,7 +73,8 @@ def parse(p: argparse.ArgumentParser, job: str, argv: Sequence[str] | None = Non
     span = f"{ns.run_date}" if end == ns.run_date else f"{ns.run_date}..{end}"
     run_id = ns.run_id or f"{job}:{span}"
     _run_id[0] = run_id  # every log record from here on carries it
-    log.info("%s settings (%s): %s", job, cfg.origin, json.dumps(cfg.settings.resolved(), default=str))
+    settings = redact_settings(cfg.settings.resolved())
+    log.info("%s settings (%s): %s", job, cfg.origin, json.dumps(settings, default=str))
     return JobArgs(cfg=cfg, run_date=ns.run_date, end_date=end, run_id=run_id, ns=ns)
 
 
@@ -92,10 +94,11 @@ def _with_run_id(factory: Callable[..., logging.LogRecord]) -> Callable[..., log
 def configure_logging() -> None:
     """INFO logs on stderr with time, level, logger and the run id (``[ingest_events:2024-01-05]``), so a
     line grepped out of an Airflow task log or a shared file still says which run wrote it. Every record
-    gets ``run_id`` (any handler may format it); the handler is a no-op when logging is already set up."""
+    gets ``run_id`` (any handler may format it) and has its credentials masked (``redact``); the handler
+    is a no-op when logging is already set up."""
     factory = logging.getLogRecordFactory()
     if not getattr(factory, "carries_run_id", False):
-        logging.setLogRecordFactory(_with_run_id(factory))
+        logging.setLogRecordFactory(_with_run_id(redacting(factory)))
     fmt = "%(asctime)s %(levelname)s %(name)s [%(run_id)s]: %(message)s"
     logging.basicConfig(level=logging.INFO, format=fmt)
 
@@ -152,8 +155,8 @@ def emit(tag: str, summary: dict[str, object]) -> None:
     """Write a job's result as one ``TAG {json}`` line on stdout, apart from the logs on stderr.
 
     Operators read it at the end of a run and Airflow can push it to XCom; it is the only thing a job
-    writes to stdout, so Spark's progress bars on stderr never garble it.
+    writes to stdout, so Spark's progress bars on stderr never garble it. Credentials in it are masked.
     """
-    sys.stdout.write(f"{tag} {json.dumps(summary, sort_keys=True, default=str)}\n")
+    sys.stdout.write(redact(f"{tag} {json.dumps(summary, sort_keys=True, default=str)}") + "\n")
     sys.stdout.flush()
     _emitted[0] += 1

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import logging
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from pyspark.sql import functions as F
 
 from shopformer import cli, registry, tables
 from shopformer.config import Config
+from shopformer.errors import ShopformerError
 from shopformer.features.vocab import fingerprint_text, first_frequent_id
 from shopformer.model import data as train_data
 from shopformer.model import gate
@@ -36,6 +40,7 @@ from shopformer.model.network import (
 )
 from shopformer.model.report import write_report
 from shopformer.model.training import TrainSpec, spec_dict, train_worker
+from shopformer.redact import redact_settings
 from shopformer.schemas import SNAPSHOT_KEYS, TASK_LABELS
 from shopformer.spark import build_spark
 
@@ -60,6 +65,34 @@ def _shared_dir(cfg: Config) -> Path:
     """``train.petastorm_cache``: storage the driver and every executor see. It holds Petastorm's cache and
     the run's temporary folder (executors read the initial checkpoint, rank 0 writes the trained one)."""
     return Path(cfg.settings.train.petastorm_cache)
+
+
+LOCK = ".training.lock"
+
+
+@contextlib.contextmanager
+def scratch(cfg: Config) -> Iterator[Path]:
+    """The shared folder, held under an exclusive lock for the whole run: one training per folder, so
+    whatever is in it at the start was left by a killed run (Petastorm's Parquet copies of the training
+    rows, checkpoints) and is removed before this run writes its own. A second run at once stops (exit 1)."""
+    shared = _shared_dir(cfg)
+    shared.mkdir(parents=True, exist_ok=True)
+    with open(shared / LOCK, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ShopformerError(
+                f"another training run holds {shared} (train.petastorm_cache): wait for it to end"
+            ) from None
+        left = sorted(p for p in shared.iterdir() if p.name != LOCK)
+        for p in left:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        if left:
+            log.warning("removed %d leftovers of an interrupted training run from %s", len(left), shared)
+        yield shared
 
 
 def init_model(cfg: Config, d: Data, path: str) -> None:
@@ -258,9 +291,11 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
     vocab_fp = fingerprint_text(vocab.where(F.col("vocab_version") == d.vocab["version"]))  # before training
     mlflow.set_tracking_uri(str(cfg.get("paths.mlflow_tracking_uri")))
     registry.use_experiment(cfg.settings.train.experiment, cfg.settings.paths.mlflow_artifacts)
-    shared = _shared_dir(cfg)
-    shared.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=shared) as tmp, mlflow.start_run(run_name=run_id) as active:
+    with (
+        scratch(cfg) as shared,
+        tempfile.TemporaryDirectory(dir=shared) as tmp,
+        mlflow.start_run(run_name=run_id) as active,
+    ):
         mlflow.log_params(
             {
                 "run_date": run_date.isoformat(),
@@ -268,7 +303,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
                 "model_size": cfg.settings.train.model_size,
             }
         )
-        mlflow.log_params({f"conf.{k}": v for k, v in cfg.settings.resolved().items() if v is not None})
+        settings = redact_settings(cfg.settings.resolved())  # no credentials in the tracking store
+        mlflow.log_params({f"conf.{k}": v for k, v in settings.items() if v is not None})
         init, ckpt = f"{tmp}/init.pt", f"{tmp}/model.pt"
         init_model(cfg, d, init)
         result = distributed_train(spark, cfg, d, init=init, out=ckpt, run_id=active.info.run_id)

@@ -7,6 +7,7 @@ registry module still resolves to this class.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 import mlflow
@@ -28,6 +29,13 @@ class ShopformerPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({k: got[k] for k in ("propensity", "churn", "price_elasticity")})
 
 
+def requirements() -> list[str]:
+    """What an MLflow-built environment installs to serve the model: this project at the exact version
+    that logged it. A bare ``shopformer`` would let an index resolve any package of that name (a public
+    one would win a dependency-confusion race); scoring itself runs in the project's own locked env."""
+    return [f"shopformer=={version('shopformer')}"]
+
+
 def log_model(checkpoint: str, registered_name: str) -> str:
     """Log the checkpoint as a pyfunc in the active run and register it; returns the new version."""
     info = mlflow.pyfunc.log_model(
@@ -35,6 +43,6 @@ def log_model(checkpoint: str, registered_name: str) -> str:
         python_model=ShopformerPyfunc(),
         artifacts={"checkpoint": checkpoint},
         registered_model_name=registered_name,
-        pip_requirements=["shopformer"],  # the project's own locked environment runs it
+        pip_requirements=requirements(),
     )
     return str(info.registered_model_version)

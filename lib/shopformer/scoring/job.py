@@ -10,9 +10,10 @@ scores.published_nights (verdict ``pending`` until score quality judges it).
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
-import hashlib
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -150,17 +151,33 @@ def check_vocabulary(spark: SparkSession, cfg: Config, m: RegisteredModel) -> No
     )
 
 
+_SHIP_DIR: list[Path] = []
+
+
+def _ship_dir() -> Path:
+    """This process's own folder for shipped checkpoints: ``mkdtemp`` makes it fresh and readable by its
+    owner only, so no other user of the host can place a file where the run will load a model from
+    (a fixed shared ``/tmp`` path could be). Removed when the process exits."""
+    if not _SHIP_DIR:
+        folder = Path(tempfile.mkdtemp(prefix="shopformer-scoring-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _SHIP_DIR.append(folder)
+    return _SHIP_DIR[0]
+
+
 def ship(spark: SparkSession, checkpoint: str) -> str:
     """Copy the checkpoint to a content-named file and ``addFile`` it; returns the name for SparkFiles.
 
-    Naming by content lets a session ship several models (addFile refuses a name twice with new paths).
+    Naming by content lets a session ship several models (addFile refuses a name twice with new paths);
+    executors check the content against the name before loading (``scoring.verify_shipped``). The copy
+    is written under a temporary name and renamed: a crash never leaves half a model under the real one.
     """
-    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:20]
-    folder = Path(tempfile.gettempdir()) / "shopformer-scoring"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"model-{digest}.pt"
+    content = Path(checkpoint).read_bytes()
+    target = _ship_dir() / scoring.shipped_name(content)
     if not target.exists():
-        shutil.copyfile(checkpoint, target)
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(content)
+        os.replace(partial, target)
     spark.sparkContext.addFile(str(target))
     return target.name
 

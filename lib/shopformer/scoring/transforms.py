@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from shopformer.errors import ShopformerError
 from shopformer.features.sequences import EVENT_TYPE_IDS
 from shopformer.schemas import (
     SCORES_USER_EMBEDDINGS,
@@ -93,13 +97,31 @@ class LoadedModel:
     item_tokens: Mapping[int, str]
 
 
+_SHIPPED = re.compile(r"model-([0-9a-f]{20})\.pt")
+
+
+def shipped_name(content: bytes) -> str:
+    """The name a checkpoint is shipped under: its content hash (``verify_shipped`` checks it on load)."""
+    return f"model-{hashlib.sha256(content).hexdigest()[:20]}.pt"
+
+
+def verify_shipped(path: str) -> None:
+    """Refuse a shipped checkpoint whose bytes no longer match the hash in its name: something changed
+    it after the driver shipped it, and a checkpoint is code-adjacent (it is unpickled)."""
+    named = _SHIPPED.fullmatch(Path(path).name)
+    if named and shipped_name(Path(path).read_bytes()) != named.group(0):
+        raise ShopformerError(f"{path}: content does not match the hash in its name; not loading it")
+
+
 @functools.lru_cache(maxsize=2)
 def load_model(path: str, torch_threads: int = 1) -> LoadedModel:
-    """Load a checkpoint once per Python process (the UDF calls this for every partition)."""
+    """Load a checkpoint once per Python process (the UDF calls this for every partition), after
+    checking its content against its name."""
     import torch
 
     from shopformer.model.network import load_checkpoint
 
+    verify_shipped(path)
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)
     model, _, extra = load_checkpoint(path)

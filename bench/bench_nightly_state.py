@@ -74,6 +74,7 @@ def events(spark: SparkSession, *, users: int, per_day: int, days: int, items: i
         "category": F.concat(F.lit("c"), (item % 20).cast("string")),
         "brand": F.concat(F.lit("b"), (item % 30).cast("string")),
         "price": price,
+        "regular_price": F.lit(None).cast("double"),
         "quantity": F.lit(1),
         "source_session_id": F.lit(None).cast("string"),
         "item_title": F.lit(None).cast("string"),

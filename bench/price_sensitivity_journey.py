@@ -4,11 +4,13 @@ For as-of dates T every 4 weeks, the product's transform (``features.price_sensi
 settings) scores each household from its purchases before T, mapped from the package's Parquet the way the
 ``complete_journey`` source mapping of conf/base.yaml maps them (its field and exclude expressions are
 evaluated as written). The target is the household's realized share of units bought on discount in
-[T, T + 8 weeks) (``retail_disc > 0 or coupon_disc > 0`` in the raw lines, which bronze does not keep); the
+[T, T + 8 weeks) (``retail_disc > 0 or coupon_disc > 0`` in the raw lines); the
 baseline is the same share over every unit before T. Reported: the Spearman correlation of each with the
-target, per date, on the households that have all three. ``line_regular_price`` reruns the same transform
-with ``rel_price`` taken from the raw discount columns (price paid after coupons / shelf price): what the
-method would reach if a source's regular price per line reached silver.
+target, per date, on the households that have all three, and a paired bootstrap 95 % interval of the
+score's margin over the baseline (households resampled). The mapping states each line's ``regular_price``
+(the shelf price), which the product uses for ``rel_price`` (the estimate only where it is null).
+``line_regular_price`` is the earlier experiment, kept for comparison: the same scoring with ``rel_price``
+= price paid after coupons / (sales_value + retail_disc), computed here from the raw discount columns.
 
     .venv/bin/python bench/price_sensitivity_journey.py   # -> bench/results/price_sensitivity_journey.json
 """
@@ -24,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -58,6 +61,7 @@ def journey_lines(spark: SparkSession, cfg: Config, folder: Path) -> DataFrame:
         F.lit("purchase").alias("event_type"),
         F.expr(f["item_id"]).cast("string").alias("item_id"),
         F.expr(f["price"]).cast("double").alias("price"),
+        F.expr(f["regular_price"]).cast("double").alias("regular_price"),
         F.expr(f["quantity"]).cast("int").alias("quantity"),
         ((F.col("retail_disc") > 0) | (F.col("coupon_disc") > 0)).alias("on_discount"),
         F.try_divide(
@@ -87,7 +91,25 @@ def spearman(frame: pd.DataFrame, column: str) -> float:
     return float(spearmanr(frame[column], frame["target"]).statistic)
 
 
-def evaluate(spark: SparkSession, cfg: Config, dates: list[dt.date], folder: Path) -> list[dict]:
+def paired_bootstrap(frames: dict[str, pd.DataFrame], *, n: int, seed: int = 0) -> dict:
+    """95 % intervals of score - baseline Spearman, per date and for the mean over dates: households are
+    resampled with replacement, jointly across dates (a household appears at every date it has rows)."""
+    ids = pd.Index(sorted(set().union(*[f.index for f in frames.values()])))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty((n, len(frames)))
+    for b in range(n):
+        sample = ids[rng.integers(0, len(ids), len(ids))]
+        for j, frame in enumerate(frames.values()):
+            boot = frame.reindex(sample).dropna()
+            diffs[b, j] = spearman(boot, "score") - spearman(boot, "baseline")
+    per_date = np.percentile(diffs, [2.5, 97.5], axis=0).T.round(4).tolist()
+    mean = np.percentile(diffs.mean(axis=1), [2.5, 97.5]).round(4).tolist()
+    return {"per_date": dict(zip(frames, per_date, strict=True)), "mean": mean}
+
+
+def evaluate(
+    spark: SparkSession, cfg: Config, dates: list[dt.date], folder: Path, *, boot: int
+) -> tuple[list[dict], dict]:
     lines = journey_lines(spark, cfg, folder).cache()
     s = ps.PurchaseSensitivitySettings(discount_threshold=ps.settings(cfg).discount_threshold)
     product = ps.from_events(lines, as_of_dates=dates, s=s)
@@ -98,7 +120,7 @@ def evaluate(spark: SparkSession, cfg: Config, dates: list[dt.date], folder: Pat
         "product": product.toPandas(),
         "line_regular_price": line_based.toPandas(),
     }
-    rows = []
+    rows, product_frames = [], {}
     for d in dates:
         frame = shares[shares["as_of_date"] == d].set_index("user_id")
         row: dict = {"as_of_date": d.isoformat(), "households_with_target": len(frame)}
@@ -108,9 +130,14 @@ def evaluate(spark: SparkSession, cfg: Config, dates: list[dt.date], folder: Pat
             row[f"{name}_households"] = len(both)
             row[f"{name}_spearman"] = spearman(both, "score")
             row[f"{name}_baseline_spearman"] = spearman(both, "baseline")
+            if name == "product":
+                product_frames[d.isoformat()] = both
         rows.append(row)
         log.info("%s", row)
-    return rows
+    intervals = paired_bootstrap(product_frames, n=boot)
+    for row in rows:
+        row["product_minus_baseline_ci95"] = intervals["per_date"][row["as_of_date"]]
+    return rows, intervals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first", type=dt.date.fromisoformat, default=dt.date(2017, 3, 1))
     p.add_argument("--dates", type=int, default=9, help="as-of dates, every --every-days from --first")
     p.add_argument("--every-days", type=int, default=28)
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples for the score - baseline intervals")
     p.add_argument("--out", default="bench/results/price_sensitivity_journey.json")
     ns = p.parse_args(argv)
     dates = [ns.first + dt.timedelta(days=ns.every_days * k) for k in range(ns.dates)]
@@ -126,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("local", [f"paths.root={tmp}", "spark.master=local[2]", "spark.delta=false"])
         spark = build_spark(cfg, "bench_price_sensitivity")
-        rows = evaluate(spark, cfg, dates, Path(tmp))
+        rows, intervals = evaluate(spark, cfg, dates, Path(tmp), boot=ns.bootstrap)
     table = pd.DataFrame(rows)
-    means = table.drop(columns=["as_of_date"]).mean().round(4).to_dict()
+    means = table.drop(columns=["as_of_date", "product_minus_baseline_ci95"]).mean().round(4).to_dict()
+    means["product_minus_baseline_ci95"] = intervals["mean"]
     result = {"dates": rows, "mean": means, "wall_s": round(time.monotonic() - started, 1)}
     Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
     Path(ns.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -56,6 +56,8 @@ BRONZE_EVENTS = StructType(
         StructField("category", StringType(), True),
         StructField("brand", StringType(), True),
         StructField("price", DoubleType(), True),
+        # Unit price before any discount (the shelf price), as the source states it; null: it does not say.
+        StructField("regular_price", DoubleType(), True),
         StructField("quantity", IntegerType(), False),
         StructField("source_session_id", StringType(), True),
         StructField("item_title", StringType(), True),

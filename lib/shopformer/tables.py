@@ -50,7 +50,10 @@ def version(spark: SparkSession, path: str) -> int:
 def read(
     spark: SparkSession, path: str, schema: StructType | None = None, *, as_of: int | None = None
 ) -> DataFrame:
-    """Read a Delta table (at version ``as_of``: time travel); absent reads as empty ``schema`` if given."""
+    """Read a Delta table (at version ``as_of``: time travel); absent reads as empty ``schema`` if given.
+
+    With ``schema``, a nullable column the table does not have yet (written before the column existed,
+    and not written since: ``_add_missing_columns``) reads as null, as it will once a write adds it."""
     if not exists(spark, path):
         if schema is None:
             raise FileNotFoundError(f"no Delta table at {path}")
@@ -58,7 +61,33 @@ def read(
     reader = spark.read.format("delta")
     if as_of is not None:
         reader = reader.option("versionAsOf", as_of)
-    return reader.load(path)
+    df = reader.load(path)
+    if schema is None:
+        return df
+    missing = [f for f in schema.fields if f.name not in df.columns and f.nullable]
+    return df.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in missing])
+
+
+def _add_missing_columns(spark: SparkSession, path: str, schema: StructType) -> None:
+    """Schema evolution, additive only: a column of ``schema`` that an existing table lacks is added
+    (``ALTER TABLE ADD COLUMNS``, at its place in ``schema``; older rows read null there) before the
+    write, so tables created by an older release take new nullable columns on their next write. A
+    missing non-nullable column is not guessed: it stops the write before anything changes."""
+    if not exists(spark, path):
+        return
+    have = set(spark.read.format("delta").load(path).columns)
+    missing = [(i, f) for i, f in enumerate(schema.fields) if f.name not in have]
+    if not missing:
+        return
+    required = [f.name for _, f in missing if not f.nullable]
+    if required:
+        raise ValueError(f"table {path} lacks the non-nullable column(s) {required}: not added by a write")
+    for i, f in missing:  # one at a time, in schema order: each lands right after its predecessor
+        where = f"AFTER `{schema.fields[i - 1].name}`" if i else "FIRST"
+        log.info("adding column %s to %s (%s)", f.name, path, where)
+        _before_commit("add_columns", path)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS (`{f.name}` {f.dataType.simpleString()} {where})")
+        errors.note_commit()
 
 
 def _conform(df: DataFrame, schema: StructType) -> DataFrame:
@@ -83,6 +112,7 @@ def replace_where(
     Delta checks that every written row satisfies the predicate, so a bug cannot spill into
     other partitions. The run id lands in the commit's userMetadata for lineage.
     """
+    _add_missing_columns(df.sparkSession, path, schema)
     log.info("writing %s where %s", path, predicate)
     _before_commit("replace_where", path)
     (
@@ -113,6 +143,7 @@ def merge_upsert(
     considered (partition pruning). Creates the table on first use."""
     spark = df.sparkSession
     data = _conform(df, schema)
+    _add_missing_columns(spark, path, schema)
     if not exists(spark, path):
         _before_commit("create", path)
         spark.createDataFrame([], schema).write.format("delta").partitionBy(*partition_by).save(path)

@@ -71,6 +71,7 @@ def events(
             category,
             brand,
             1.0,
+            None,
             1,
             None,
             title,

@@ -10,6 +10,7 @@ from pyspark.testing import assertDataFrameEqual
 from shopformer.features.price_sensitivity import (
     PurchaseSensitivitySettings,
     from_events,
+    priced_purchases,
     purchase_sensitivity,
 )
 
@@ -17,7 +18,7 @@ T = dt.date(2024, 3, 1)
 PRICED = "source string, user_id string, event_type string, event_date date, quantity int, rel_price double"
 EVENTS = (
     "source string, user_id string, event_type string, event_date date, item_id string, price double, "
-    "quantity int"
+    "quantity int, regular_price double"
 )
 OUT = "source string, user_id string, as_of_date date, n_priced_purchases int, discount_share double, "
 OUT += "price_elasticity double"
@@ -79,8 +80,8 @@ def test_older_purchases_and_bulk_lines_weigh_less(spark: SparkSession) -> None:
 
 def _shop(days: list[tuple[str, int, float]]) -> list[tuple]:
     """(user, day offset from T, price) purchases of item i1, after 30 days of it at the regular 10.0."""
-    regular = [("s", "r", "purchase", T - dt.timedelta(days=40 - d), "i1", 10.0, 1) for d in range(30)]
-    return regular + [("s", u, "purchase", T + dt.timedelta(days=d), "i1", p, 1) for u, d, p in days]
+    regular = [("s", "r", "purchase", T - dt.timedelta(days=40 - d), "i1", 10.0, 1, None) for d in range(30)]
+    return regular + [("s", u, "purchase", T + dt.timedelta(days=d), "i1", p, 1, None) for u, d, p in days]
 
 
 def test_nothing_at_or_after_t_changes_the_score(spark: SparkSession) -> None:
@@ -102,9 +103,9 @@ def test_no_prices_or_no_discounts_anywhere_give_no_number(spark: SparkSession) 
     day = T - dt.timedelta(days=2)
     rows = [
         *_shop([("a", -3, 8.0), ("b", -2, 10.0)]),
-        ("s", "unpriced", "purchase", day, "i1", None, 1),
-        ("s", "new_item", "purchase", day, "i9", 5.0, 1),  # no regular price yet
-        ("s", "viewer", "view", day, "i1", 6.0, 1),
+        ("s", "unpriced", "purchase", day, "i1", None, 1, None),
+        ("s", "new_item", "purchase", day, "i9", 5.0, 1, None),  # no regular price yet
+        ("s", "viewer", "view", day, "i1", 6.0, 1, None),
     ]
     got = from_events(spark.createDataFrame(rows, EVENTS), as_of_dates=[T], s=PLAIN)
     assert sorted(r["user_id"] for r in got.collect()) == ["a", "b", "r"]
@@ -120,3 +121,22 @@ def test_elasticity_is_negative_and_more_negative_for_more_discount_buying(spark
     assert e["deals"] < e["some"] < e["rare"] < e["none"] < 0
     for r in got:  # -1 = as often on discount as the population (15 of 60 lines)
         assert abs(r["price_elasticity"] - -r["discount_share"] / (15 / 60)) < 1e-9
+
+
+def test_the_lines_own_regular_price_comes_first_and_the_estimate_fills_in(spark: SparkSession) -> None:
+    """rel_price = price / the line's ``regular_price`` where the source states it, else / the estimate
+    (10.0 for i1 here: its highest daily median price); a stated regular price of 0 prices nothing."""
+    day = T - dt.timedelta(days=2)
+    rows = [
+        *_shop([]),
+        ("s", "shelf_says_deal", "purchase", day, "i1", 10.0, 1, 12.5),  # the estimate would say 1.0
+        ("s", "shelf_says_full", "purchase", day, "i1", 8.0, 1, 8.0),  # the estimate would say 0.8
+        ("s", "estimate", "purchase", day, "i1", 8.0, 1, None),
+        ("s", "new_item", "purchase", day, "i9", 4.5, 1, 5.0),  # no estimate yet: the shelf price does it
+        ("s", "free", "purchase", day, "i1", 0.0, 1, 0.0),
+    ]
+    got = priced_purchases(spark.createDataFrame(rows, EVENTS), reference_days=28).where("user_id != 'r'")
+    want = [("shelf_says_deal", 0.8), ("shelf_says_full", 1.0), ("estimate", 0.8), ("new_item", 0.9)]
+    assertDataFrameEqual(
+        got.select("user_id", "rel_price"), spark.createDataFrame(want, "user_id string, rel_price double")
+    )

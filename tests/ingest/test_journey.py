@@ -38,13 +38,17 @@ def expected(data: Path) -> dict[str, int]:
     kept = lines[~non_product & ~bad_quantity]
     key = ["household_id", "transaction_timestamp", "product_id", "sales_value", "quantity", "basket_id"]
     dups = int(kept.duplicated(key).sum())
+    unique = kept.drop_duplicates(key)
     return {
         "read": len(lines),
         "non_product": int(non_product.sum()),
         "bad_quantity": int(bad_quantity.sum()),
         "duplicates": dups,
         "accepted": len(kept) - dups,
-        "sales": float(kept.drop_duplicates(key)["sales_value"].sum()),
+        "sales": float(unique["sales_value"].sum()),
+        # The shelf value (the dataset guide's regular price x quantity): the discounts are positive amounts.
+        "shelf": float((unique["sales_value"] + unique["retail_disc"] + unique["coupon_match_disc"]).sum()),
+        "discounted": int((unique["retail_disc"] + unique["coupon_match_disc"] > 0).sum()),
     }
 
 
@@ -74,17 +78,19 @@ def test_a_slice_lands_and_ingests_with_products_as_the_item_lookup(
         "non_product": want["non_product"],
         "bad_quantity": want["bad_quantity"],
     }
-    # Household 1's first basket: 2 x product 1087232 (dry pudding mix) for 1.00, its product row joined.
+    # Household 1's first basket: 2 x product 1087232 (dry pudding mix) for 1.00 after a 0.78 loyalty-card
+    # discount, its product row joined.
     bronze = tables.read(spark, cfg.table("bronze_events"))
     rows = bronze.where(
         "user_id = '1' AND item_id = '1087232' AND source_session_id = '31317046240'"
     ).collect()
     assert len(rows) == 1
     row = rows[0]
-    assert (row.event_time, row.event_type, row.price, row.quantity) == (
+    assert (row.event_time, row.event_type, row.price, row.regular_price, row.quantity) == (
         dt.datetime(2017, 1, 7, 18, 55, 24),
         "purchase",
         0.5,
+        pytest.approx(0.89),  # (1.00 paid + 0.78 loyalty-card discount) / 2
         2,
     )
     assert (row.category, row.brand, row.item_title) == (
@@ -95,3 +101,11 @@ def test_a_slice_lands_and_ingests_with_products_as_the_item_lookup(
     # Every line carries the unit price paid (sales value / quantity): price x quantity adds up to the sales.
     paid = bronze.selectExpr("sum(price * quantity) AS s", "count_if(quantity > 1) AS multi").first()
     assert paid.multi > 0 and paid.s == pytest.approx(want["sales"], rel=1e-9)
+    # ... and its shelf price (regular_price): above the price paid exactly on the discounted lines.
+    shelf = bronze.selectExpr(
+        "sum(regular_price * quantity) AS s",
+        "count_if(regular_price > price) AS below",
+        "count_if(regular_price < price OR regular_price IS NULL) AS wrong",
+    ).first()
+    assert shelf.s == pytest.approx(want["shelf"], rel=1e-9)
+    assert (shelf.below, shelf.wrong) == (want["discounted"], 0)

@@ -7,10 +7,11 @@ price. Per as-of date T, over its priced purchases in ``[T - history_days, T)``:
     share = sum(w * [rel_price < 1 - discount_threshold]) / sum(w),
     w = min(quantity, max_units) * 0.5 ** (days before T / half_life_days)
 
-``rel_price`` is price paid / the item's regular price (``features.prices``: the highest daily median
-purchase price of the item in the ``reference_days`` before the purchase day). A few purchases say little,
-so the share is shrunk toward the population's rate of the (source, T) by empirical Bayes: a beta prior
-whose strength comes from the data (method of moments over purchase lines), so a household with few
+``rel_price`` is price paid / the item's regular price: the line's own ``regular_price`` where the source
+states it (the shelf price before any discount), else an estimate (``features.prices``: the highest daily
+median purchase price of the item in the ``reference_days`` before the purchase day). A few purchases say
+little, so the share is shrunk toward the population's rate of the (source, T) by empirical Bayes: a beta
+prior whose strength comes from the data (method of moments over purchase lines), so a household with few
 purchases lands near the population and one with many keeps its own rate. ``price_elasticity`` maps it to
 the sign convention of the model's score: ``-shrunk share / population rate`` (-1 = as often on discount as
 the population, -2 = twice as often; 0 never). Everything is read from events before T: no leakage.
@@ -32,7 +33,7 @@ from shopformer.schemas import USER_KEYS, require_columns
 
 KEYS = (*USER_KEYS, "as_of_date")
 REQUIRED = (*USER_KEYS, "event_type", "event_date", "quantity", "rel_price")
-EVENT_COLUMNS = (*USER_KEYS, "event_type", "event_date", "item_id", "price", "quantity")
+EVENT_COLUMNS = (*USER_KEYS, "event_type", "event_date", "item_id", "price", "regular_price", "quantity")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class PurchaseSensitivitySettings:
     """How purchases become a score; defaults are general, not fitted to one dataset (docs/model.md)."""
 
     history_days: int = 182  # purchases in [T - this, T) count
-    reference_days: int = 84  # regular price: max daily median purchase price in [d - this, d)
+    reference_days: int = 84  # estimated regular price: max daily median purchase price in [d - this, d)
     discount_threshold: float = 0.05  # rel_price below 1 - this = bought on discount
     half_life_days: float | None = 112.0  # a purchase's weight halves every this many days before T
     max_units: int = 5  # one purchase line weighs at most this many units (bulk buys do not dominate)
@@ -66,10 +67,11 @@ def settings(cfg: Config) -> PurchaseSensitivitySettings:
 
 
 def priced_purchases(events: DataFrame, *, reference_days: int) -> DataFrame:
-    """Purchase events with a known ``rel_price`` (regular price from purchase prices alone)."""
+    """Purchase events with a known ``rel_price``: against the line's ``regular_price`` where the source
+    states it, else against the regular price estimated from purchase prices."""
     require_columns(events, EVENT_COLUMNS, "priced_purchases")
     purchases = events.where(F.col("event_type") == "purchase").select(*EVENT_COLUMNS)
-    rel = purchases.transform(with_relative_price, reference_days=reference_days)
+    rel = purchases.transform(with_relative_price, reference_days=reference_days, line_regular_price=True)
     return rel.where(F.col("rel_price").isNotNull()).select(*EVENT_COLUMNS, "rel_price")
 
 

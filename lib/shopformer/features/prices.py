@@ -4,7 +4,8 @@ Price response is only identifiable against a reference: a 40 EUR shirt is cheap
 The reference for an event on day ``d`` is the highest daily median price of the item in
 ``[d - reference_days, d)``: promotions lower prices, so the recent maximum tracks the regular price, and
 using days strictly before ``d`` keeps every relative price computable from the past alone (no leakage
-into snapshots, whose events all lie before their as-of date).
+into snapshots, whose events all lie before their as-of date). Where a source states a line's regular
+price (``regular_price``), price sensitivity from purchases uses it instead (``line_regular_price``).
 """
 
 from __future__ import annotations
@@ -41,10 +42,19 @@ def item_reference_prices(events: DataFrame, *, reference_days: int) -> DataFram
     )
 
 
-def with_relative_price(events: DataFrame, *, reference_days: int) -> DataFrame:
-    """``events`` plus ``rel_price`` = price / reference price (null when either is unknown)."""
+def with_relative_price(
+    events: DataFrame, *, reference_days: int, line_regular_price: bool = False
+) -> DataFrame:
+    """``events`` plus ``rel_price`` = price / reference price (null when either is unknown).
+
+    With ``line_regular_price`` the reference of an event whose source states its ``regular_price`` is
+    that price (the shelf price the line was sold against, which an estimate can only guess); the
+    estimate stands in where it is null."""
     require_columns(events, REQUIRED, "with_relative_price")
+    if line_regular_price:
+        require_columns(events, ["regular_price"], "with_relative_price(line_regular_price)")
     refs = item_reference_prices(events, reference_days=reference_days)
     joined = events.join(refs, ["source", "item_id", "event_date"], "left")
-    rel = F.when(F.col("ref_price") > 0, F.col("price") / F.col("ref_price"))
+    ref = F.coalesce(F.col("regular_price"), F.col("ref_price")) if line_regular_price else F.col("ref_price")
+    rel = F.when(ref > 0, F.col("price") / ref)
     return joined.select(*events.columns, rel.cast("double").alias("rel_price"))

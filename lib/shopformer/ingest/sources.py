@@ -34,6 +34,7 @@ CANONICAL_FIELDS = (
     "category",
     "brand",
     "price",
+    "regular_price",
     "quantity",
     "source_session_id",
     "item_title",
@@ -50,6 +51,8 @@ BUILTIN_REASONS = (
     "unknown_event_type",
     "bad_price",
     "negative_price",
+    "bad_regular_price",
+    "negative_regular_price",
     "bad_quantity",
 )
 FORMATS = ("csv", "json", "parquet")

@@ -31,6 +31,7 @@ MAPPED = [
     "event_time_raw",
     "event_type_raw",
     "price_raw",
+    "regular_price_raw",
     "quantity_raw",
     "excluded",
     "malformed",
@@ -42,6 +43,7 @@ PARSED = [c for c in MAPPED if c not in ("event_type_raw", "quantity_raw")] + [
     "event_time",
     "event_type",
     "price",
+    "regular_price",
     "quantity",
 ]
 EVENT_COLUMNS = [
@@ -54,6 +56,7 @@ EVENT_COLUMNS = [
     "category",
     "brand",
     "price",
+    "regular_price",
     "quantity",
     "source_session_id",
     "item_title",
@@ -64,7 +67,7 @@ IDENTIFIED = ["event_id", *CLASSIFIED]
 RESOLVED = ["event_id", *EVENT_COLUMNS, "copies", "known"]
 # Which copy of an event id is kept: the first landing date, then file, then descriptive attributes (the
 # only columns in which copies of one id can differ), so the choice is the same in every run.
-KEEP_ORDER = ["ingest_date", "source_file", "category", "brand", "item_title"]
+KEEP_ORDER = ["ingest_date", "source_file", "category", "brand", "item_title", "regular_price"]
 
 
 def join_lookup(raw: DataFrame, *, lookup: DataFrame | None, key: str | None) -> DataFrame:
@@ -109,7 +112,10 @@ def map_fields(
         F.lit(source).alias("source"),
         *[field(c).alias(c) for c in ("user_id", "item_id", "category", "brand")],
         *[field(c).alias(c) for c in ("source_session_id", "item_title")],
-        *[field(c).alias(f"{c}_raw") for c in ("event_time", "event_type", "price", "quantity")],
+        *[
+            field(c).alias(f"{c}_raw")
+            for c in ("event_time", "event_type", "price", "regular_price", "quantity")
+        ],
         _exclusion(exclude).alias("excluded"),
         F.col(CORRUPT).isNotNull().alias("malformed"),
         F.col("_raw_record").alias("raw_record"),
@@ -151,8 +157,14 @@ def parse_values(
         utc.alias("event_time"),
         _event_type(F.col("event_type_raw"), event_types).alias("event_type"),
         F.col("price_raw").try_cast("double").alias("price"),
+        F.col("regular_price_raw").try_cast("double").alias("regular_price"),
         _quantity(F.col("quantity_raw")).alias("quantity"),
     )
+
+
+def _unparseable(value: Column) -> Column:
+    """A number that did not parse, or one that is not finite (NaN, +-inf)."""
+    return value.isNull() | F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
 
 
 def _reason(max_future_hours: int, max_age_days: int) -> Column:
@@ -160,8 +172,7 @@ def _reason(max_future_hours: int, max_age_days: int) -> Column:
     day_end = F.date_add(F.col("ingest_date"), 1).cast("timestamp")
     latest = F.timestamp_add("HOUR", F.lit(max_future_hours), day_end)
     earliest = F.date_sub(F.col("ingest_date"), max_age_days).cast("timestamp")
-    price = F.col("price")
-    unparseable_price = price.isNull() | F.isnan(price) | (F.abs(price) == F.lit(float("inf")))
+    price, regular = F.col("price"), F.col("regular_price")
     return (
         F.when(F.col("malformed"), F.lit("malformed_record"))
         .when(F.col("excluded").isNotNull(), F.col("excluded"))
@@ -171,8 +182,10 @@ def _reason(max_future_hours: int, max_age_days: int) -> Column:
         .when(F.col("event_time") > latest, F.lit("event_time_in_future"))
         .when(F.col("event_time") < earliest, F.lit("event_time_too_old"))
         .when(F.col("event_type").isNull(), F.lit("unknown_event_type"))
-        .when(F.col("price_raw").isNotNull() & unparseable_price, F.lit("bad_price"))
+        .when(F.col("price_raw").isNotNull() & _unparseable(price), F.lit("bad_price"))
         .when(price < 0, F.lit("negative_price"))
+        .when(F.col("regular_price_raw").isNotNull() & _unparseable(regular), F.lit("bad_regular_price"))
+        .when(regular < 0, F.lit("negative_regular_price"))
         .when(F.col("quantity").isNull(), F.lit("bad_quantity"))
     )
 

@@ -58,3 +58,21 @@ def test_a_missing_required_column_stops_the_write_before_anything_changes(
         )
     assert tables.version(spark, path) == before
     assert "regular_price" not in tables.read(spark, path).columns
+
+
+def test_a_merge_into_an_old_table_adds_the_column_too(spark: SparkSession, cfg: Config) -> None:
+    path = cfg.table("silver_sessions")
+    old = StructType([StructField("k", LongType(), False), StructField("v", LongType(), True)])
+    spark.createDataFrame([(1, 10)], old).write.format("delta").save(path)
+    new = StructType([*old.fields, StructField("w", LongType(), True)])
+    tables.merge_upsert(
+        spark.createDataFrame([(2, 20, 200)], new),
+        path,
+        keys=["k"],
+        schema=new,
+        partition_by=[],
+        target_filter="true",
+        delete_unmatched_where=None,
+        run_id="night",
+    )
+    assertDataFrameEqual(tables.read(spark, path), spark.createDataFrame([(1, 10, None), (2, 20, 200)], new))

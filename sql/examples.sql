@@ -34,6 +34,19 @@ FROM valued
 WHERE value_rank >= 0.6 AND churn_30d >= 0.5
 ORDER BY churn_30d DESC, revenue_90d DESC, user_id;
 
+-- name: churn_risk_with_reasons
+-- Users most at risk of churning on the newest published night, with the two drivers that move their churn
+-- score most (docs/scoring.md "Reasons"; effect = how much the driver adds to the probability).
+-- try_element_at: rows scored before reasons existed have none (null), and a list may hold fewer than two.
+SELECT source, user_id, as_of_date, churn_30d,
+       try_element_at(churn_reasons, 1).reason AS top_reason,
+       try_element_at(churn_reasons, 1).effect AS top_effect,
+       try_element_at(churn_reasons, 2).reason AS second_reason
+FROM scores_latest_user_scores
+WHERE churn_30d >= 0.5
+ORDER BY churn_30d DESC, source, user_id
+LIMIT 1000;
+
 -- name: coupon_price_sensitive
 -- Coupon campaign: price-sensitive users (segment 'high' = most negative third of price_elasticity that
 -- night) whose propensity is in a middle band: sure buyers need no coupon, unlikely ones will not convert.

@@ -226,9 +226,20 @@ GOLD_ITEM_EMBEDDINGS = StructType(
 )
 
 
+# One driver of a score (docs/scoring.md "Reasons"): its name, the user's values in words, and how much it
+# moves the calibrated score (the score minus the score with the driver at the average user's values).
+REASON = StructType(
+    [
+        StructField("driver", StringType(), False),
+        StructField("reason", StringType(), False),
+        StructField("effect", DoubleType(), False),
+    ]
+)
+
 # scores.*: the nightly scoring job's output (jobs/score_users.py; docs/scoring.md). One partition per
 # as_of_date, replaced whole by a rerun; model_name / model_version / run_id say which model and run wrote
-# each row. price_elasticity and price_sensitivity_segment are null where the user's sequence has no view.
+# each row. price_elasticity and price_sensitivity_segment are null where the user's sequence has no view;
+# the reasons hold each score's top three drivers, largest effect first (null in rows of older releases).
 SCORES_USER_SCORES = StructType(
     [
         StructField("source", StringType(), False),
@@ -238,6 +249,8 @@ SCORES_USER_SCORES = StructType(
         StructField("churn_30d", DoubleType(), False),
         StructField("price_elasticity", DoubleType(), True),
         StructField("price_sensitivity_segment", StringType(), True),
+        StructField("propensity_reasons", ArrayType(REASON), True),
+        StructField("churn_reasons", ArrayType(REASON), True),
         StructField("model_name", StringType(), False),
         StructField("model_version", StringType(), False),
         StructField("run_id", StringType(), False),

@@ -76,7 +76,21 @@ def test_the_summary_names_no_user_in_its_logs_or_its_result_line(
     night, at = dt.date(2024, 2, 19), dt.datetime(2024, 2, 19, tzinfo=dt.UTC)
     users = [f"5120{n:05d}-shop#{n}" for n in range(8)]
     scores = [
-        ("shop", u, night, 0.9 - n / 10, 0.1 * n, -1.0 - n, "high", "shopformer", "2", "score:1", at)
+        (
+            "shop",
+            u,
+            night,
+            0.9 - n / 10,
+            0.1 * n,
+            -1.0 - n,
+            "high",
+            None,
+            None,
+            "shopformer",
+            "2",
+            "score:1",
+            at,
+        )
         for n, u in enumerate(users)
     ]
     published = [("shop", night, "shopformer", "2", "score:1", 8, "passed", night, "q:1", at, "score:1")]

@@ -25,7 +25,7 @@ WANT = "source string, user_id string, price_elasticity double, price_sensitivit
 
 def _scored(spark: SparkSession, rows: list[tuple[str, str, bool, float]]) -> DataFrame:
     """SCORED rows of T: (source, user, has_views, the model's elasticity), other outputs fixed."""
-    full = [(s, u, T, v, 0.5, 0.5, e, [0.0], []) for s, u, v, e in rows]
+    full = [(s, u, T, v, 0.5, 0.5, e, [0.0], [], None, None) for s, u, v, e in rows]
     return spark.createDataFrame(full, scoring.SCORED)
 
 

@@ -33,7 +33,7 @@ def _rows(table: str, night: dt.date, version: str, run_id: str) -> list[tuple]:
     bump = int(version) / 100
     if table == "scores_user_scores":
         return [
-            ("shop", u, night, 0.1 + i / 10 + bump, 0.5, -1.0 - i, "high", *lineage, at)
+            ("shop", u, night, 0.1 + i / 10 + bump, 0.5, -1.0 - i, "high", None, None, *lineage, at)
             for i, u in enumerate(USERS)
         ]
     if table == "scores_user_embeddings":

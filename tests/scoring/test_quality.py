@@ -34,6 +34,10 @@ USERS = [f"u{i}" for i in range(1, 9)]
 P1 = [0.9, 0.8, 0.4, 0.3, 0.7, 0.6, 0.2, 0.1]
 Y1 = [1, 1, 1, 1, 0, 0, 0, 0]
 CHURN = [0.2, 0.7, 0.9, 0.6, 0.1, 0.3, 0.05, 0.8]  # the same on both dates: PSI exactly 0
+CHURN_REASONS = {  # churn_reasons of two users (the others have none: rows of an older release)
+    "u3": [("purchase_recency", "no purchase in 41 days", 0.2), ("recency", "last active 9 days ago", 0.05)],
+    "u8": [("tenure", "customer for 3 days", 0.1)],
+}
 CHURN_Y1 = [0, 1, 0, None, None, None, None, None]  # 3 labelled rows only
 E1 = [-3.0, -2.5, -0.5, -1.0, -2.8, -1.2, -1.5, -2.0]
 # D2: labels not matured yet. 6 of 8 propensities fall below D1's median (0.5).
@@ -46,7 +50,21 @@ REVENUE_90D = [500.0, 400.0, 300.0, 50.0, 0.0, 20.0, 10.0, 450.0]
 def _scores(date: dt.date, p: list[float], e: list[float | None], seg: list[str | None]) -> list[tuple]:
     at = dt.datetime.combine(date, dt.time(), tzinfo=dt.UTC)
     return [
-        ("shop", u, date, p[i], CHURN[i], e[i], seg[i], "shopformer", "3", f"score:{date}", at)
+        (
+            "shop",
+            u,
+            date,
+            p[i],
+            CHURN[i],
+            e[i],
+            seg[i],
+            None,
+            CHURN_REASONS.get(u),
+            "shopformer",
+            "3",
+            f"score:{date}",
+            at,
+        )
         for i, u in enumerate(USERS)
     ]
 
@@ -217,6 +235,12 @@ def test_every_sql_example_runs_and_returns_the_expected_users(
     assert {r["as_of_date"] for r in buyers} == {D2}
     assert [r["user_id"] for r in results["high_value_churn_risk"]] == ["u8", "u2"]
     assert [r["user_id"] for r in results["coupon_price_sensitive"]] == ["u1", "u5", "u2"]
+    assert [tuple(r)[3:] for r in results["churn_risk_with_reasons"]] == [
+        (0.9, "no purchase in 41 days", 0.2, "last active 9 days ago"),
+        (0.8, "customer for 3 days", 0.1, None),
+        (0.7, None, None, None),
+        (0.6, None, None, None),
+    ]
     over_time = {(r["as_of_date"], r["score"]): r for r in results["score_quality_over_time"]}
     assert over_time[(D1, "propensity_7d")]["roc_auc"] == pytest.approx(0.75)
     assert over_time[(D2, "propensity_7d")]["psi"] == pytest.approx(0.2746530721670274)

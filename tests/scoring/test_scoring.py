@@ -138,7 +138,9 @@ def test_scores_equal_the_models_own_predictions(
     rows = pd.concat([snaps[snaps["user_id"].str.startswith("u")].head(8), snaps[snaps["user_id"] == "b0"]])
     rows = rows.reset_index(drop=True)  # 8 browsing users, then one who only buys
     min_id = first_frequent_id(int(extra["vocab"]["hash_buckets"]))
-    want = predict_frame(model, rows, calibrators=extra["calibrators"], top_k=3, min_item_id=min_id)
+    want = predict_frame(
+        model, rows, calibrators=extra["calibrators"], top_k=3, min_item_id=min_id, reasons=3
+    )
     users = rows["user_id"].tolist()
     got = _partition(spark, shop, "scores_user_scores").where(F.col("user_id").isin(users)).toPandas()
     got = got.set_index("user_id").loc[users]
@@ -146,6 +148,14 @@ def test_scores_equal_the_models_own_predictions(
     np.testing.assert_allclose(got["churn_30d"], want["churn"], atol=1e-5)
     np.testing.assert_allclose(got["price_elasticity"][:-1], want["price_elasticity"][:-1], atol=1e-5)
     assert np.isnan(got["price_elasticity"].iloc[-1]) and got["price_sensitivity_segment"].iloc[-1] is None
+    for task, column in (("propensity", "propensity_reasons"), ("churn", "churn_reasons")):
+        stored = [[(r["driver"], r["reason"]) for r in row] for row in got[column]]
+        assert stored == [[(r["driver"], r["reason"]) for r in row] for row in want[f"{task}_reasons"]]
+        assert all(len(row) == 3 for row in stored)  # a random model: every driver moves the score a bit
+        effects = [[r["effect"] for r in row] for row in got[column]]
+        np.testing.assert_allclose(
+            effects, [[r["effect"] for r in row] for row in want[f"{task}_reasons"]], atol=1e-6
+        )
     vectors = _partition(spark, shop, "scores_user_embeddings").where(F.col("user_id").isin(users)).toPandas()
     got_vectors = np.stack(vectors.set_index("user_id").loc[users, "user_vector"].to_numpy())
     np.testing.assert_allclose(got_vectors, want["user_vector"], atol=1e-5)

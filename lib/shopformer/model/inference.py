@@ -38,13 +38,19 @@ def predict_frame(
     batch_size: int = 1024,
     top_k: int = 0,
     min_item_id: int = 1,
-) -> dict[str, np.ndarray]:
+    reasons: int = 0,
+) -> dict[str, Any]:
     """Scores of every row: propensity, churn (calibrated when calibrators are given), price_elasticity,
-    user_vector and, with ``top_k``, next_items. ``pdf`` holds snapshot columns."""
+    user_vector and, with ``top_k``, next_items; with ``reasons``, ``<task>_reasons``: per row, the top
+    drivers of the calibrated score (model/reasons.py). ``pdf`` holds snapshot columns."""
     import torch
 
+    from shopformer.model.reasons import driver_effects, drivers, top_reasons
+
     names: Sequence[str] = model.config.aggregate_names
+    groups = drivers(names) if reasons and names else []
     parts: dict[str, list[np.ndarray]] = {}
+    said: dict[str, list[Any]] = {f"{t}_reasons": [] for t in TASKS} if groups else {}
     model.eval()
     with torch.no_grad():
         for start in range(0, len(pdf), batch_size):
@@ -52,11 +58,15 @@ def predict_frame(
             b = batch_from_numpy({c: chunk[c].to_numpy() for c in chunk.columns}, names)
             for k, v in model.predict(b, top_k=top_k, min_item_id=min_item_id).items():
                 parts.setdefault(k, []).append(v.cpu().numpy())
-    out = {k: np.concatenate(v) for k, v in parts.items()} if parts else {}
+            if groups:
+                effects = driver_effects(model, b, groups, calibrators)
+                for t in TASKS:
+                    said[f"{t}_reasons"] += top_reasons(chunk, effects[t], groups, reasons)
+    out: dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items()} if parts else {}
     for task in TASKS:
         if calibrators and task in calibrators and task in out:
             out[task] = Calibrator.from_dict(dict(calibrators[task])).apply(out[task])
-    return out
+    return out | said
 
 
 def next_item_targets(

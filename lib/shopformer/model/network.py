@@ -370,16 +370,23 @@ class ShopformerModel(nn.Module):
         hidden, mask = self.encode(b)  # [B, N, D], [B, N]
         summary = hidden[:, -1]  # [B, D]: the newest event, always real when seq_len >= 1
         aggs = b.get("aggregates", summary.new_zeros(len(summary), 0))  # [B, F]
-        scaled = self.scaler(aggs)  # [B, 2F]
-        fused = self.fusion(torch.cat([summary, scaled], dim=-1))  # [B, D]
-        user = self.fusion_norm(summary + fused)  # [B, D]: residual keeps the sequence signal direct
-        out = {"hidden": hidden, "mask": mask, "user_vector": user}
-        wide = self.wide(scaled) if self.wide is not None else user.new_zeros(len(user), 2)  # [B, 2]
-        out["propensity_logit"] = self.propensity_head(user).squeeze(-1) + wide[:, 0]  # [B]
-        out["churn_logit"] = self.churn_head(user).squeeze(-1) + wide[:, 1]  # [B]
+        out = {"hidden": hidden, "mask": mask, **self.heads(summary, self.scaler(aggs))}
         if "price_item" in b:
+            user = out["user_vector"]
             out["conversion_logit"] = self.conversion_logit(user, b["price_item"], b["price_rel_price"])
         return out
+
+    def heads(self, summary: Tensor, scaled: Tensor) -> dict[str, Tensor]:
+        """Everything after the encoder: the user vector and the task logits from the sequence summary
+        [B, D] and the scaled aggregates [B, 2F] (reasons re-run only this part, model/reasons.py)."""
+        fused = self.fusion(torch.cat([summary, scaled], dim=-1))  # [B, D]
+        user = self.fusion_norm(summary + fused)  # [B, D]: residual keeps the sequence signal direct
+        wide = self.wide(scaled) if self.wide is not None else user.new_zeros(len(user), 2)  # [B, 2]
+        return {
+            "user_vector": user,
+            "propensity_logit": self.propensity_head(user).squeeze(-1) + wide[:, 0],  # [B]
+            "churn_logit": self.churn_head(user).squeeze(-1) + wide[:, 1],  # [B]
+        }
 
     def conversion_logit(self, user: Tensor, items: Tensor, rel_price: Tensor) -> Tensor:
         """logit P(buy | view) = base(user, item) + slope(user) * log(rel_price); slope < 0 always.

@@ -36,6 +36,7 @@ from pyspark.sql.types import (
 from shopformer.errors import ShopformerError
 from shopformer.features.sequences import EVENT_TYPE_IDS
 from shopformer.schemas import (
+    REASON,
     SCORES_USER_EMBEDDINGS,
     SCORES_USER_NEXT_ITEMS,
     SCORES_USER_SCORES,
@@ -64,6 +65,8 @@ SCORED = StructType(
         StructField("price_elasticity", DoubleType(), False),
         StructField("user_vector", ArrayType(FloatType()), False),
         StructField("next_items", ArrayType(StringType()), False),
+        StructField("propensity_reasons", ArrayType(REASON), True),
+        StructField("churn_reasons", ArrayType(REASON), True),
     ]
 )
 
@@ -77,6 +80,7 @@ class ScoringSpec:
     top_k: int = 10
     min_item_id: int = 1  # first frequent item id: padding, missing and hashed ids are never suggested
     torch_threads: int = 1
+    reasons: int = 3  # drivers kept per score (docs/scoring.md "Reasons"); 0: none (null columns)
 
 
 @dataclass(frozen=True)
@@ -130,16 +134,21 @@ def load_model(path: str, torch_threads: int = 1) -> LoadedModel:
     return LoadedModel(model, extra, {int(i): str(t) for t, i in tokens.items()})
 
 
-def predict_rows(loaded: LoadedModel, pdf: pd.DataFrame, *, top_k: int, min_item_id: int) -> pd.DataFrame:
-    """One Arrow batch of model inputs -> SCORED columns (calibrated probabilities, item tokens)."""
+def predict_rows(
+    loaded: LoadedModel, pdf: pd.DataFrame, *, top_k: int, min_item_id: int, reasons: int = 0
+) -> pd.DataFrame:
+    """One Arrow batch of model inputs -> SCORED columns (calibrated probabilities, item tokens, reasons)."""
     from shopformer.model.inference import predict_frame
 
     out = pdf[[*KEYS, "has_views"]].reset_index(drop=True)
     if pdf.empty:
         return pd.DataFrame({f.name: pd.Series(dtype=object) for f in SCORED.fields})
+    calibrators = loaded.extra.get("calibrators")
     got = predict_frame(
-        loaded.model, pdf, calibrators=loaded.extra.get("calibrators"), top_k=top_k, min_item_id=min_item_id
+        loaded.model, pdf, calibrators=calibrators, top_k=top_k, min_item_id=min_item_id, reasons=reasons
     )
+    for task in ("propensity", "churn"):
+        out[f"{task}_reasons"] = got.get(f"{task}_reasons", [None] * len(pdf))
     out["propensity"] = got["propensity"].astype(np.float64)
     out["churn"] = got["churn"].astype(np.float64)
     out["price_elasticity"] = got["price_elasticity"].astype(np.float64)
@@ -157,7 +166,7 @@ def _score_batches(batches: Iterator[pd.DataFrame], spec: ScoringSpec) -> Iterat
 
     loaded = load_model(SparkFiles.get(spec.checkpoint_file), spec.torch_threads)
     for pdf in batches:
-        yield predict_rows(loaded, pdf, top_k=spec.top_k, min_item_id=spec.min_item_id)
+        yield predict_rows(loaded, pdf, top_k=spec.top_k, min_item_id=spec.min_item_id, reasons=spec.reasons)
 
 
 def has_views(seq_event_type: Column) -> Column:
@@ -239,6 +248,8 @@ def user_scores(
         F.col("churn").alias("churn_30d"),
         e.alias("price_elasticity"),
         segment(e, ["source", "as_of_date"]).alias("price_sensitivity_segment"),
+        "propensity_reasons",
+        "churn_reasons",
         *_lineage(lineage),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
     ).select(*names(SCORES_USER_SCORES))

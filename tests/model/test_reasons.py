@@ -72,7 +72,9 @@ def _without(model: ShopformerModel, b: dict, features: tuple[str, ...], task: s
 def test_removing_the_top_driver_moves_the_score_more_than_removing_a_random_one(task: str) -> None:
     model, b = _model()
     groups = drivers(NAMES)
-    effects = driver_effects(model, b, groups, CALIBRATORS)[task]  # [B, G]
+    with torch.no_grad():
+        summary = model.encode(b)[0][:, -1]  # [B, D]
+    effects = driver_effects(model, summary, b["aggregates"], groups, CALIBRATORS)[task]  # [B, G]
     full = _without(model, b, (), task)
     for g, d in enumerate(groups):  # faithful: the effect is the score minus the score without the driver
         np.testing.assert_allclose(effects[:, g], full - _without(model, b, d.features, task), atol=1e-6)

@@ -56,12 +56,14 @@ def predict_frame(
         for start in range(0, len(pdf), batch_size):
             chunk = pdf.iloc[start : start + batch_size]
             b = batch_from_numpy({c: chunk[c].to_numpy() for c in chunk.columns}, names)
-            for k, v in model.predict(b, top_k=top_k, min_item_id=min_item_id).items():
+            got = model.predict(b, top_k=top_k, min_item_id=min_item_id)
+            summary = got.pop("summary")
+            for k, v in got.items():
                 parts.setdefault(k, []).append(v.cpu().numpy())
             if groups:
-                effects = driver_effects(model, b, groups, calibrators)
+                effects = driver_effects(model, summary, b["aggregates"], groups, calibrators)
                 for t in TASKS:
-                    said[f"{t}_reasons"] += top_reasons(chunk, effects[t], groups, reasons)
+                    said[f"{t}_reasons"] += top_reasons(chunk[list(names)], effects[t], groups, reasons)
     out: dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items()} if parts else {}
     for task in TASKS:
         if calibrators and task in calibrators and task in out:

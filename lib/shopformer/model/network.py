@@ -459,6 +459,7 @@ class ShopformerModel(nn.Module):
             "churn": torch.sigmoid(out["churn_logit"]),
             "price_elasticity": self.elasticity(b, out),
             "user_vector": out["user_vector"],
+            "summary": out["hidden"][:, -1],  # [B, D]: what the heads start from (reasons re-run them)
         }
         if top_k:
             scores, ids = self.item_logits(out["hidden"][:, -1], min_item_id).topk(top_k, dim=-1)  # [B, k]

@@ -130,18 +130,20 @@ def drivers(names: Sequence[str]) -> list[Driver]:
 
 def driver_effects(
     model: Any,
-    b: Mapping[str, Any],
+    summary: Any,
+    aggregates: Any,
     groups: Sequence[Driver],
     calibrators: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per task, each row's effect of each driver on the calibrated probability, [B, G]."""
+    """Per task, each row's effect of each driver on the calibrated probability, [B, G], from the
+    encoder's summary [B, D] (``predict``'s, so the transformer is not run again) and the raw aggregates
+    [B, F] of the rows."""
     import torch
     from captum.attr import FeatureAblation
 
     names = list(model.config.aggregate_names)
     with torch.no_grad():
-        hidden, _ = model.encode(b)
-        summary, scaled = hidden[:, -1], model.scaler(b["aggregates"])  # [B, D], [B, 2F]
+        scaled = model.scaler(aggregates)  # [B, 2F]
         mask = torch.zeros(1, scaled.shape[1], dtype=torch.long)  # [1, 2F]: z and missing flag alike
         for g, d in enumerate(groups):
             for f in d.features:

@@ -633,7 +633,7 @@ def _garbage(n: int) -> bytes:
 
 
 # (case, source, files, what the SourceError says). Left out, wrong today (the report of issue 16 item 6):
-# a JSON truncated gzip and a 0-byte Parquet file first in its folder stop with a raw Py4JJavaError; the
+# a JSON truncated gzip and a folder of only a 0-byte Parquet file stop with a raw Py4JJavaError; the
 # largest CSV file's first line is taken as every file's header, so a binary file with a backtick there
 # stops with an AnalysisException, and a larger file with an extra column gets the good files blamed; a
 # Parquet file (not first) with other columns is read as NULLs, its values lost from raw_record; a JSON line

@@ -638,80 +638,40 @@ def _garbage(n: int) -> bytes:
 # stops with an AnalysisException, and a larger file with an extra column gets the good files blamed; a
 # Parquet file (not first) with other columns is read as NULLs, its values lost from raw_record; a JSON line
 # of two objects keeps the first only; Latin-1 bytes in an id merge distinct events.
+# fmt: off
 WHOLE_FILE_DEFECTS: list[tuple[str, str, dict[str, bytes], str]] = [
-    (
-        "truncated gzip",
-        "fz_csv",
-        {"a.csv": GOOD.encode(), "b.csv.gz": _gz_cut()},
-        r"FAILED_READ_FILE.*/b\.csv\.gz",
-    ),
-    (
-        "only a 0-byte file",
-        "fz_csv",
-        {"a.csv": b""},
-        r"no columns found in the csv files .*a\.csv \(empty file\?\)",
-    ),
-    (
-        "a column missing",
-        "fz_csv",
-        {"a.csv": GOOD.encode(), "b.csv": HEADER.replace(",brand", "").encode()},
-        r"FAILED_READ_FILE.*/b\.csv\.",
-    ),
-    (
-        "a column renamed, larger file",
-        "fz_csv",
-        {"a.csv": GOOD.encode()[:200], "b.csv": GOOD.replace("brand", "maker").encode()},
-        r"column `brand` .*columns there: \[.*'maker'",
-    ),
-    (
-        "binary garbage, smaller",
-        "fz_csv",
-        {"a.csv": GOOD.encode(), "b.csv": _garbage(300)},
-        r"FAILED_READ_FILE.*/b\.csv\.",
-    ),
-    (
-        "binary garbage, larger",
-        "fz_csv",
-        {"a.csv": GOOD.encode(), "b.csv": _garbage(5000)},
-        r"column `user_id` used by sources\.fz_csv\.fields\.user_id .*columns there",
-    ),
-    (
-        "only a 0-byte file",
-        "fz_json",
-        {"a.jsonl": b""},
-        r"no columns found in the json files .*a\.jsonl \(empty file\?\)",
-    ),
-    (
-        "keys differing in case",
-        "fz_json",
-        {"a.jsonl": (json.dumps(ROW) + "\n" + json.dumps({"USER_ID": "u"})).encode()},
-        r"COLUMN_ALREADY_EXISTS.*`user_id`",
-    ),
-    (
-        "binary garbage",
-        "fz_parquet",
-        {"a.parquet": _pq([ROW]), "b.parquet": _garbage(3000)},
-        r"FAILED_READ_FILE.*/b\.parquet\.",
-    ),
-    (
-        "truncated",
-        "fz_parquet",
-        {"a.parquet": _pq([ROW]), "b.parquet": _pq([ROW] * 50)[:-100]},
-        r"FAILED_READ_FILE.*/b\.parquet\.",
-    ),
-    (
-        "other columns first",
-        "fz_parquet",
-        {"a.parquet": _pq([{"foo": "1"}]), "b.parquet": _pq([ROW])},
-        r"column `user_id` .*columns there: \['foo'\]",
-    ),
-    (
-        "a column of another type",
-        "fz_parquet",
-        {"a.parquet": _pq([ROW]), "b.parquet": _pq([{**ROW, "price": 1.5}])},
-        r"PARQUET_COLUMN_DATA_TYPE_MISMATCH.*/b\.parquet.*\[price\]",
-    ),
+    ("truncated gzip", "fz_csv",
+     {"a.csv": GOOD.encode(), "b.csv.gz": _gz_cut()}, r"FAILED_READ_FILE.*/b\.csv\.gz"),
+    ("only a 0-byte file", "fz_csv",
+     {"a.csv": b""}, r"no columns found in the csv files .*a\.csv \(empty file\?\)"),
+    ("a column missing", "fz_csv",
+     {"a.csv": GOOD.encode(), "b.csv": HEADER.replace(",brand", "").encode()},
+     r"FAILED_READ_FILE.*/b\.csv\."),
+    ("a column renamed, larger file", "fz_csv",
+     {"a.csv": GOOD.encode()[:200], "b.csv": GOOD.replace("brand", "maker").encode()},
+     r"column `brand` .*columns there: \[.*'maker'"),
+    ("binary garbage, smaller", "fz_csv",
+     {"a.csv": GOOD.encode(), "b.csv": _garbage(300)}, r"FAILED_READ_FILE.*/b\.csv\."),
+    ("binary garbage, larger", "fz_csv",
+     {"a.csv": GOOD.encode(), "b.csv": _garbage(5000)},
+     r"column `user_id` used by sources\.fz_csv\.fields\.user_id .*columns there"),
+    ("only a 0-byte file", "fz_json",
+     {"a.jsonl": b""}, r"no columns found in the json files .*a\.jsonl \(empty file\?\)"),
+    ("keys differing in case", "fz_json",
+     {"a.jsonl": (json.dumps(ROW) + "\n" + json.dumps({"USER_ID": "u"})).encode()},
+     r"COLUMN_ALREADY_EXISTS.*`user_id`"),
+    ("binary garbage", "fz_parquet",
+     {"a.parquet": _pq([ROW]), "b.parquet": _garbage(3000)}, r"FAILED_READ_FILE.*/b\.parquet\."),
+    ("truncated", "fz_parquet",
+     {"a.parquet": _pq([ROW]), "b.parquet": _pq([ROW] * 50)[:-100]}, r"FAILED_READ_FILE.*/b\.parquet\."),
+    ("other columns first", "fz_parquet",
+     {"a.parquet": _pq([{"foo": "1"}]), "b.parquet": _pq([ROW])},
+     r"column `user_id` .*columns there: \['foo'\]"),
+    ("a column of another type", "fz_parquet",
+     {"a.parquet": _pq([ROW]), "b.parquet": _pq([{**ROW, "price": 1.5}])},
+     r"PARQUET_COLUMN_DATA_TYPE_MISMATCH.*/b\.parquet.*\[price\]"),
 ]
+# fmt: on
 
 
 def test_whole_file_defects_stop_with_an_error_naming_the_file_and_write_nothing(

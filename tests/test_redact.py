@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from pyspark.logger.logger import JSONFormatter
 from pyspark.sql import SparkSession
 
 from shopformer import cli
@@ -68,7 +69,10 @@ def test_log_records_and_their_tracebacks_are_redacted(caplog: pytest.LogCapture
         except ValueError:
             log.exception("lookup failed")
     text = "\n".join(caplog.handler.format(r) for r in caplog.records)
-    assert "hunter2" not in text
+    # PySpark's JSON formatter reads the exception itself, not the formatted traceback
+    as_json = "\n".join(JSONFormatter().format(r) for r in caplog.records)
+    assert "hunter2" not in text + as_json
+    assert '"class": "ValueError", "msg": "API request to https://ops:***@mlflow/api failed"' in as_json
     assert "postgresql://ops:***@db/mlflow" in text
     assert "ValueError: API request to https://ops:***@mlflow/api failed" in text
 
@@ -86,6 +90,10 @@ def test_a_shipped_model_lives_in_a_private_folder_and_is_refused_once_changed(
     assert shipped.parent.stat().st_mode & 0o777 == 0o700
     assert list(shipped.parent.glob("*.partial")) == []
     verify_shipped(str(shipped))  # unchanged: accepted
-    shipped.write_bytes(b"changed after shipping")
+    # tamper with a copy under the same name: changing the shipped file itself would poison the shared
+    # session (every later task re-fetches it, and Spark refuses a file whose contents changed)
+    tampered = tmp_path / "executor" / name
+    tampered.parent.mkdir()
+    tampered.write_bytes(b"changed after shipping")
     with pytest.raises(ShopformerError, match="does not match the hash in its name"):
-        verify_shipped(str(shipped))
+        verify_shipped(str(tampered))

@@ -53,6 +53,20 @@ def redact_settings(flat: dict[str, Any]) -> dict[str, Any]:
     return {k: redact_value(k, v) for k, v in flat.items()}
 
 
+class RedactedError(Exception):
+    """Stands in for an exception whose message held a secret, in a log record's ``exc_info``: formatters
+    that read the exception itself rather than ``exc_text`` (PySpark's JSON formatter) print it clean."""
+
+
+def _clean_exc_info(exc_info: Any) -> Any:
+    """``exc_info`` with the exception swapped for a :class:`RedactedError` carrying the redacted message
+    and the same traceback when its message holds a secret; the exception type (first item) is kept."""
+    kind, value, tb = exc_info
+    if value is None or redact(str(value)) == str(value):
+        return exc_info
+    return kind, RedactedError(redact(str(value))).with_traceback(tb), tb
+
+
 def redacting(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
     """A log record factory whose records carry their message (and traceback) already redacted, so every
     handler prints it clean: the root's, Airflow's task log, a test's capture. Records are made only for
@@ -69,6 +83,7 @@ def redacting(factory: Callable[..., logging.LogRecord]) -> Callable[..., loggin
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = _clean_exc_info(record.exc_info)
         return record
 
     make.redacts = True  # type: ignore[attr-defined]

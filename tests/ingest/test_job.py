@@ -4,6 +4,7 @@ reruns, late and re-sent events, other formats, and failures that stop before an
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 from pathlib import Path
 
@@ -137,6 +138,46 @@ def test_json_lines_and_parquet_sources(spark: SparkSession, cfg: Config, tmp_pa
     assert ingest_job.run(spark, pq, source="pq", start=D1, end=D1, run_id="r").accepted == 1
     got = _events(spark, cfg).where("source = 'pq'").select("user_id", "price", "event_time").first()
     assert (got.user_id, got.price, got.event_time) == ("u1", 1.5, dt.datetime(2024, 1, 1, 10))
+
+
+def test_a_json_key_no_object_holds_reads_as_null(spark: SparkSession, cfg: Config, tmp_path: Path) -> None:
+    """JSON writers often omit null values: when no object of a night has ``user_session`` (an optional
+    field), its events are kept with a null session, not refused as a file missing a column."""
+    row = dict(zip(HEADER.split(","), GOOD.split(","), strict=True))
+    del row["user_session"]
+    land(tmp_path, "js", "2024-01-01", "a.jsonl", json.dumps(row) + "\n")
+    js = with_mapping(cfg, "js", format="json", options={}, path="{landing}/js/date={date}")
+    report = ingest_job.run(spark, js, source="js", start=D1, end=D1, run_id="r")
+    assert (report.read, report.accepted, report.rejected) == (1, 1, 0)
+    got = _events(spark, cfg).select("user_id", "item_id", "source_session_id").collect()
+    assert [tuple(r) for r in got] == [("u1", "p1", None)]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "files"),
+    [
+        # a good file and a gzip cut in half: Spark fails while inferring the schema
+        (
+            "json",
+            {
+                "a.jsonl": b'{"user_id": "u1"}\n',
+                "b.jsonl.gz": gzip.compress(b'{"user_id": "u1"}\n' * 2000)[:60],
+            },
+        ),
+        ("parquet", {"a.parquet": b""}),  # a 0-byte Parquet file
+    ],
+)
+def test_an_unreadable_file_is_a_source_error_naming_the_folder(
+    spark: SparkSession, cfg: Config, tmp_path: Path, fmt: str, files: dict[str, bytes]
+) -> None:
+    folder = tmp_path / "landing" / "bad" / "date=2024-01-01"
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    bad = with_mapping(cfg, "bad", format=fmt, options={}, path="{landing}/bad/date={date}")
+    with pytest.raises(SourceError, match=rf"cannot read {fmt} files at .*bad/date=2024-01-01"):
+        ingest_job.run(spark, bad, source="bad", start=D1, end=D1, run_id="r")
+    assert not tables.exists(spark, cfg.table("bronze_events"))
 
 
 def test_the_job_prints_one_json_summary_line(

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from shopformer.config import Config
-from shopformer.errors import ConfigError, SourceError
+from shopformer.errors import ConfigError, SourceError, resource_failure
 from shopformer.schemas import EVENT_TYPES
 
 CORRUPT = "_corrupt_record"
@@ -242,7 +244,9 @@ def _load(spark: SparkSession, fmt: str, path: Paths, options: Mapping[str, str]
         reader = reader.schema(schema)
     try:
         return reader.load(path)
-    except AnalysisException as exc:
+    except (CapturedException, Py4JJavaError) as exc:  # a file Spark cannot even list or infer from
+        if resource_failure(exc) is not None:  # out of memory is not a bad file (errors.classify: exit 5)
+            raise
         raise SourceError(f"cannot read {fmt} files at {_where(path)}: {first_line(exc)}") from exc
 
 
@@ -278,9 +282,21 @@ def _read_text_format(spark: SparkSession, m: SourceMapping, path: Paths) -> tup
     else:
         names = _load(spark, "json", path, {**m.options, "primitivesAsString": "true"}, None).columns
         names = [c for c in names if c != CORRUPT]
+        names += _absent_keys(m, names)
     if not names:
         raise SourceError(f"no columns found in the {m.format} files at {_where(path)} (empty file?)")
     return _load(spark, m.format, path, opts, _text_schema(names)), names
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _absent_keys(m: SourceMapping, names: list[str]) -> list[str]:
+    """Keys a JSON mapping reads as a bare column that no object of the read holds: JSON writers often
+    omit null values, so an absent key is null (the explicit schema then reads it as such), not a missing
+    column. Only when the read found some columns (a file of broken lines still says "empty file?")."""
+    wanted = [sql for sql in m.expressions.values() if _IDENT.fullmatch(sql)]
+    return sorted({c for c in wanted if c not in names}) if names else []
 
 
 def read_raw(spark: SparkSession, m: SourceMapping, path: Paths, ingest_date: dt.date) -> DataFrame:

@@ -115,11 +115,14 @@ def fit_recency(train: pd.DataFrame, valid: pd.DataFrame, task: str) -> Fitted:
     return _calibrate(Fitted("recency", task, {}), valid)
 
 
-def fit_gbdt(train: pd.DataFrame, valid: pd.DataFrame, task: str, *, max_iter: int = 500) -> Fitted:
-    """Histogram GBDT on all aggregates (NaN-aware), early stopping on the validation split's loss."""
+def fit_gbdt(
+    train: pd.DataFrame, valid: pd.DataFrame, task: str, *, max_iter: int = 500, extra: Sequence[str] = ()
+) -> Fitted:
+    """Histogram GBDT on all aggregates (NaN-aware), early stopping on the validation split's loss.
+    ``extra`` columns join the aggregates (bench/hybrid_journey.py: the sequence model's outputs)."""
     t, y = labelled(train, task)
     v, yv = labelled(valid, task)
-    cols = aggregate_features(train)
+    cols = [*aggregate_features(train), *extra]
     on_valid = yv.size > 0 and 0 < yv.mean() < 1
     # A feature without a single value (funnel rates of a transactions-only source) carries nothing and
     # breaks the histogram binning: leave it out, and say so.

@@ -3,9 +3,9 @@ must never be installed there). Run with ``.venv-airflow/bin/python``; AIRFLOW_H
 Variable and the connection come from the environment. Each command writes one JSON file:
 
     OUT.json inspect                       DagBag load (errors, time, heavy modules) + each DAG's facts
-    OUT.json run DAG_ID ISO-DATETIME [TASK]  db migrate, dag.test() of that logical date (UTC; only TASK
-                                           runs when given, the others are marked success): task states,
-                                           rendered argv
+    OUT.json run DAG_ID ISO-DATETIME [TASKS] db migrate, dag.test() of that logical date (UTC; only the
+                                           tasks TASKS matches run when given, e.g. "a|b", the others are
+                                           marked success): task states, rendered argv
     OUT.json exit-codes                    a fake spark-submit exits 0, 1, ..., 6: what the DAG file's
                                            exit_codes() reads from each failure the provider's
                                            SparkSubmitHook raises, and what the DAG's operator raises
@@ -130,7 +130,9 @@ def run(dag_id: str, day: str, out: Path, only: str | None = None) -> None:
             task.retries = 0
     t0 = time.perf_counter()
     logical = datetime.fromisoformat(day).replace(tzinfo=UTC)  # naive: UTC
-    dr = dag.test(logical_date=logical, mark_success_pattern=f"(?!{only}$).*" if only else None)
+    # ``only``: a regex of task ids that run (e.g. "score_users|evaluate_scores"); Airflow marks the
+    # others success without running them
+    dr = dag.test(logical_date=logical, mark_success_pattern=f"(?!(?:{only})$).*" if only else None)
     tasks = {}
     with create_session() as session:
         for ti in dr.get_task_instances(session=session):

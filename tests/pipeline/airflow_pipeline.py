@@ -37,9 +37,11 @@ LOOKBACK_DAYS = 12
 # The nightly DAG's tasks that spark-submit their job for real; Airflow marks the others success. Their
 # night is already in the tables (the history ingested and sessionized it, the training DAG's snapshots
 # cover NIGHTLY_DS with the champion's vocabulary), their rendered argv is checked for every task by
-# test_airflow.py, and their jobs run as a night in-process by the end-to-end harness. What only this
-# harness proves (Airflow spark-submits the real job with the Variable; the night is scored by the
-# champion the training DAG registered, then judged) needs these two; the other four cost ~2 min of CI.
+# test_airflow.py; the end-to-end harness runs ingest, sessionize and build_snapshots as a night and
+# test_item_text.py runs embed_items (in-process), the kill tests run ingest and sessionize as processes,
+# the training DAG spark-submits build_snapshots. What only this harness proves (Airflow spark-submits the
+# real job with the Variable; the night is scored by the champion the training DAG registered, then
+# judged) needs these two; the other four cost ~2 min of CI.
 NIGHTLY_RUN = ("score_users", "evaluate_scores")
 SHOP = ["synthetic.users=400", "synthetic.items=100", "synthetic.days=16", f"synthetic.start_date={START}"]
 # A tiny, fast model (as tests/model/test_train_job.py) on as-of dates every 2 days with 7-day horizons.

@@ -11,8 +11,9 @@ start from it too, so it runs once. This module checks its tables against the jo
 the last days' snapshots in a copy of that root, then runs the last night again (its result lines must
 equal the first pass's, its tables the versions before) and a night without landing files (the exit code
 ``jobs/ingest_events.py`` would return, nothing written). Every job runs in this process's Spark session:
-the jobs as separate processes (``jobs/<job>.py`` under spark-submit, one JVM each) are what the Airflow
-and cluster harnesses run.
+the jobs as separate processes (one JVM each) are what the Airflow harness (build_snapshots, train,
+score_users, evaluate_scores under spark-submit), the cluster harness (train, score_users) and the kill
+tests (ingest_events, sessionize, score_users as ``python jobs/<job>.py``) run.
 """
 
 from __future__ import annotations

@@ -153,6 +153,25 @@ def test_a_json_key_no_object_holds_reads_as_null(spark: SparkSession, cfg: Conf
     assert [tuple(r) for r in got] == [("u1", "p1", None)]
 
 
+def test_a_json_line_holding_two_objects_is_rejected_whole(
+    spark: SparkSession, cfg: Config, tmp_path: Path
+) -> None:
+    """Spark's JSON reader keeps the first object of ``{...}{...}`` and drops the second without a trace:
+    the line is rejected as malformed, whole, next to a good line and a line with text after its object."""
+    row = dict(zip(HEADER.split(","), GOOD.split(","), strict=True))
+    other = {**row, "user_id": "u2", "product_id": "p2"}
+    two, tail = json.dumps(row) + json.dumps(other), json.dumps(other) + " trailing"
+    land(tmp_path, "js", "2024-01-01", "a.jsonl", "\n".join([json.dumps(row), two, tail, " \t"]) + "\n")
+    js = with_mapping(cfg, "js", format="json", options={}, path="{landing}/js/date={date}")
+    report = ingest_job.run(spark, js, source="js", start=D1, end=D1, run_id="r")
+    assert (report.read, report.accepted, report.rejected) == (3, 1, 2)
+    assert [tuple(r) for r in _events(spark, cfg).select("user_id", "item_id").collect()] == [("u1", "p1")]
+    rejected = _rejected(spark, cfg).select("reason", "raw_record").orderBy("raw_record").collect()
+    assert [tuple(r) for r in rejected] == sorted(
+        [("malformed_record", two), ("malformed_record", tail)], key=lambda r: r[1]
+    )
+
+
 @pytest.mark.parametrize(
     ("fmt", "files"),
     [

@@ -285,7 +285,25 @@ def _read_text_format(spark: SparkSession, m: SourceMapping, path: Paths) -> tup
         names += _absent_keys(m, names)
     if not names:
         raise SourceError(f"no columns found in the {m.format} files at {_where(path)} (empty file?)")
+    if m.format == "json":
+        return _json_lines(spark, path, opts, names), names
     return _load(spark, m.format, path, opts, _text_schema(names)), names
+
+
+def _json_lines(spark: SparkSession, path: Paths, opts: Mapping[str, str], names: list[str]) -> DataFrame:
+    """JSON lines read as text and parsed per line, so no line is lost: Spark's JSON reader keeps only the
+    first value of a line holding two objects (or one followed by text) and drops the rest silently.
+    Such a line, and one that is not valid UTF-8 (which the JSON reader rejected too), is
+    ``_corrupt_record`` with the whole line. Blank lines are skipped, as the JSON reader does."""
+    text = _load(spark, "text", path, {k: v for k, v in opts.items() if k in ("lineSep",)}, None)
+    line = F.col("value")
+    one_value = F.coalesce(F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1, F.lit(False))
+    corrupt = F.when(one_value & F.is_valid_utf8(line), F.col(f"j.{CORRUPT}")).otherwise(line)
+    return (
+        text.where(line.rlike("[^ \\t\\r]"))  # JSON whitespace only: no value, skipped (as the reader does)
+        .select(line, F.from_json(line, _text_schema(names), dict(opts)).alias("j"), F.col("_metadata"))
+        .select(*[F.col("j")[c].alias(c) for c in names], corrupt.alias(CORRUPT), F.col("_metadata"))
+    )
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -62,9 +62,11 @@ def _clean_exc_info(exc_info: Any) -> Any:
     """``exc_info`` with the exception swapped for a :class:`RedactedError` carrying the redacted message
     and the same traceback when its message holds a secret; the exception type (first item) is kept."""
     kind, value, tb = exc_info
-    if value is None or redact(str(value)) == str(value):
+    message = "" if value is None else str(value)
+    clean = redact(message)
+    if clean == message:
         return exc_info
-    return kind, RedactedError(redact(str(value))).with_traceback(tb), tb
+    return kind, RedactedError(clean).with_traceback(tb), tb
 
 
 def redacting(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:

@@ -61,7 +61,7 @@ def raw_frame(
     ingest_date: str = "2024-01-01",
     source_file: str = "file:/landing/part-0.csv",
 ) -> DataFrame:
-    """Rows as ``sources.read_raw`` returns them; a row one longer than ``columns`` carries a corrupt line."""
+    """Rows as ``raw.read_raw`` returns them; a row one longer than ``columns`` carries a corrupt line."""
     schema = StructType([StructField(c, StringType()) for c in [*columns, CORRUPT]])
     data = [r if len(r) == len(columns) + 1 else (*r, None) for r in rows]
     df = spark.createDataFrame(data, schema)

@@ -72,6 +72,7 @@ TYPES = ["view", "cart", "remove_from_cart", "purchase"]
 WORDS = ["shoes", "electronics.phone", "Müller", "東京", "café crème", "a, b", "🎉 sale", "naïve, déjà vu"]
 QUOTED = ['the "big" one', "back\\slash", '"quoted"']  # fz_local only: RFC 4180 quotes (escape '"')
 LATIN1 = ["Müller", "Crème", "Façade", "Ångström"]  # written as Latin-1 bytes into a UTF-8 source
+LATIN1_ID = "üéß"  # appended to an id of such a line now and then
 PQ_TYPES = {"event_time": pa.timestamp("us"), "price": pa.float64()}
 PQ_SCHEMA = pa.schema([(c, PQ_TYPES.get(c, pa.string())) for c in REES_COLS])
 Fields = dict[str, object]
@@ -256,12 +257,16 @@ class Gen:
             return line.encode(), (self.spec(fields, meta["when"], raw),)
         line = _csv([fields[c] for c in REES_COLS], self.rng)
         others = "".join(str(v) for k, v in fields.items() if k != "brand" and v is not None)
-        # Latin-1 in the brand only: in an id it merges distinct events (left out: see the report)
-        enc = "latin-1" if fields["brand"] in LATIN1 and others.isascii() else "utf-8"
+        # Latin-1 bytes (in the brand, now and then in an id): not UTF-8, so the line is malformed (before,
+        # they decoded to U+FFFD, and two ids differing in such a byte merged as duplicates)
+        latin1 = fields["brand"] in LATIN1 and all(c.isascii() or c in LATIN1_ID for c in others)
+        enc = "latin-1" if latin1 else "utf-8"
         seen = {
             k: None if v in (None, "") else str(v).encode(enc).decode("utf-8", "replace")
             for k, v in fields.items()
         }
+        if latin1:
+            return line.encode(enc), (Spec(_norm(seen), "malformed_record"),)
         return line.encode(enc), (self.spec(seen, meta["when"], seen),)
 
     def json_line(
@@ -354,6 +359,9 @@ class Gen:
             if self.source == "fz_csv" and r.random() < 0.04:
                 ascii_ = {k: str(v).replace("é", "e") for k, v in fields.items() if isinstance(v, str)}
                 fields.update(ascii_, category_code="shoes", brand=r.choice(LATIN1))
+                if r.random() < 0.5:
+                    k = r.choice(["user_id", "product_id"])
+                    fields[k] = str(fields[k]) + r.choice(LATIN1_ID)
             if roll < 0.62:
                 for _ in range(r.choice([1, 1, 1, 2])):
                     self.defect(fields, meta)
@@ -388,14 +396,18 @@ class Landed:
     specs: tuple[Spec, ...]
 
 
-def _text_file(gen: Gen, day: dt.date, n: int, first: bool) -> tuple[str, bytes, list[Spec]]:
-    """A CSV or JSON-lines file: its mix of units, or a whole-file oddity; BOM, CRLF, blank lines, gzip.
+def _text_file(
+    gen: Gen, day: dt.date, n: int, first: bool, kind: str | None = None
+) -> tuple[str, bytes, list[Spec]]:
+    """A CSV or JSON-lines file: its mix of units, or a whole-file oddity; BOM, CRLF, blank lines, gzip; a
+    CSV file with an extra column (its header has it too). ``kind`` "garbage": a file of binary garbage
+    lines (a JSON read of only such lines rejects each one).
 
-    The first file of a read has rows, in JSON one object with every key: a read of only malformed JSON
-    lines (or 0-byte files) stops the run "(empty file?)", one in which no object has a key (all null,
-    omitted) stops it "column ... is not in the files" (left out: see the report)."""
+    The first file of a read has rows, in JSON one object with every key: a read of only 0-byte files stops
+    the run "(empty file?)", and a key no object holds reads as null only when the mapping reads it as a
+    bare column (rees46's category is an expression over two keys)."""
     r, csv = gen.rng, gen.fmt == "csv"
-    roll = 1.0 if first else r.random()
+    roll = 0.05 if kind == "garbage" else 1.0 if first else r.random()
     if roll < 0.03:
         return "empty", b"", []
     if roll < 0.09:  # binary garbage (after the header), or JSON objects without any mapped key
@@ -416,9 +428,12 @@ def _text_file(gen: Gen, day: dt.date, n: int, first: bool) -> tuple[str, bytes,
         kind = "header-only" if csv and roll < 0.11 else "rows"
         units = [] if kind == "header-only" else [gen.unit(day) for _ in range(n)]
         units = [gen.row_unit(*gen.row(day), every_key=True), *units] if first and not csv else units
+        if csv and kind == "rows" and r.random() < 0.08:
+            kind, units = "extra-column", [_with_note(u, r) for u in units]  # type: ignore[arg-type]
         lines, specs = [u[0] for u in units], [s for u in units for s in u[1]]  # type: ignore[misc]
     eol = b"\r\n" if r.random() < 0.15 else b"\n"
-    body = [HEADER.encode()] * csv + [
+    header = HEADER + ",note" * (kind == "extra-column")
+    body = [header.encode()] * csv + [
         x for line in lines for x in [line] + [r.choice([b"", b"  ", b"\t"])] * (r.random() < 0.1)
     ]
     bom = r.random() < 0.1 and (
@@ -430,28 +445,54 @@ def _text_file(gen: Gen, day: dt.date, n: int, first: bool) -> tuple[str, bytes,
     return kind, data, specs
 
 
+def _with_note(unit: tuple[bytes, tuple[Spec, ...]], rng: random.Random) -> tuple[bytes, tuple[Spec, ...]]:
+    """A CSV unit in a file with one more column, ``note``: its value is in the line's raw record."""
+    data, specs = unit
+    value = f"n{rng.randrange(100)}"
+    line = data + b"," + value.encode()
+    if all(isinstance(s.raw, tuple) for s in specs):  # a row read into columns (valid, or not UTF-8)
+        return line, tuple(
+            dataclasses.replace(s, raw=tuple(sorted([*s.raw, ("note", value)]))) for s in specs
+        )
+    return line, tuple(
+        Spec(_norm(t), "malformed_record") for t in line.decode("utf-8", "replace").split("\n")
+    )
+
+
 def _parquet_file(gen: Gen, day: dt.date, n: int, first: bool) -> tuple[str, bytes | pa.Table, list[Spec]]:
-    """A Parquet file of typed rows; now and then a 0-byte file or one of no rows (never first: it gives
-    the folder's schema)."""
-    roll = gen.rng.random()
+    """A Parquet file of typed rows; now and then a 0-byte file (never first: a read of only 0-byte files
+    stops the run), one of no rows, or one with an extra column (each file is read by its own columns)."""
+    r = gen.rng
+    roll = r.random()
     if not first and roll < 0.03:
         return "empty", b"", []
-    units = [] if not first and roll < 0.06 else [gen.unit(day) for _ in range(n)]
-    table = pa.Table.from_pylist([u[0] for u in units], schema=PQ_SCHEMA)  # type: ignore[misc]
-    return "rows", table, [s for u in units for s in u[1]]
+    units = [] if roll < 0.06 else [gen.unit(day) for _ in range(n)]
+    rows, specs = [u[0] for u in units], [s for u in units for s in u[1]]  # type: ignore[misc]
+    if r.random() < 0.08:  # its values kept in the raw records of its rejects
+        notes = [f"n{r.randrange(100)}" for _ in rows]
+        rows = [{**row, "note": v} for row, v in zip(rows, notes, strict=True)]  # type: ignore[dict-item]
+        specs = [
+            dataclasses.replace(s, raw=tuple(sorted([*s.raw, ("note", v)])))  # type: ignore[misc]
+            for s, v in zip(specs, notes, strict=True)
+        ]
+        table = pa.Table.from_pylist(rows, schema=PQ_SCHEMA.append(pa.field("note", pa.string())))
+        return "extra-column", table, specs
+    return "rows", pa.Table.from_pylist(rows, schema=PQ_SCHEMA), specs
 
 
 EXT = {"fz_csv": "csv", "fz_local": "csv", "fz_json": "jsonl", "fz_parquet": "parquet"}
 
 
-def _land(root: Path, gen: Gen, folder: dt.date, day: dt.date, prefix: str, count: int) -> list[Landed]:
+def _land(
+    root: Path, gen: Gen, folder: dt.date, day: dt.date, prefix: str, count: int, only: str | None = None
+) -> list[Landed]:
     out = []
     for i in range(count):
         n = gen.rng.randint(1, 10)
         if gen.fmt == "parquet":
             kind, data, specs = _parquet_file(gen, day, n, first=i == 0)
         else:
-            kind, data, specs = _text_file(gen, day, n, first=i == 0)
+            kind, data, specs = _text_file(gen, day, n, first=i == 0, kind=only)
         stem, gz = kind.removesuffix(".gz"), kind.endswith(".gz")
         name = f"{prefix}{i:03d}-{stem}.{EXT[gen.source]}{'.gz' * gz}"
         path = root / "landing" / gen.source / f"date={folder}" / name
@@ -492,8 +533,12 @@ def fuzz(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Fuzz:
         reports[source, 1] = ingest_job.run(
             spark, cfg, source=source, start=D1, end=D3, run_id=f"fuzz1:{source}"
         )
-        if source in SECOND_RUN:  # a late file and a fourth date: duplicates of events already in bronze
-            files[source, 2] = _land(root, gen, D2, D4, "late-", 1) + _land(root, gen, D4, D4, "", 6)
+        if source in SECOND_RUN:  # late files and a fourth date: duplicates of events already in bronze
+            files[source, 2] = (
+                _land(root, gen, D2, D4, "late-", 1)
+                + _land(root, gen, D1, D4, "late-", 1, only="garbage")  # a read of only malformed lines
+                + _land(root, gen, D4, D4, "", 6)
+            )
             reports[source, 2] = ingest_job.run(
                 spark, cfg, source=source, start=D4, end=D4, run_id=f"fuzz2:{source}"
             )
@@ -632,41 +677,49 @@ def _garbage(n: int) -> bytes:
     return bytes(r.choice([b for b in range(1, 256) if b not in b"\n\r,`"]) for _ in range(n))
 
 
-# (case, source, files, what the SourceError says). Left out, wrong today (the report of issue 16 item 6):
-# a JSON truncated gzip and a folder of only a 0-byte Parquet file stop with a raw Py4JJavaError; the
-# largest CSV file's first line is taken as every file's header, so a binary file with a backtick there
-# stops with an AnalysisException, and a larger file with an extra column gets the good files blamed; a
-# Parquet file (not first) with other columns is read as NULLs, its values lost from raw_record; a JSON line
-# of two objects keeps the first only; Latin-1 bytes in an id merge distinct events.
+# (case, source, files, what the SourceError says). Each CSV file is judged by its own header and each
+# Parquet file by its own columns: the file lacking what the mapping reads is named, whatever its size or
+# place in the folder (before: the largest CSV file's first line was every file's header, so a good file
+# was blamed or a backtick there stopped with an AnalysisException; a Parquet file other than the first
+# with other columns was read as NULLs, its values lost).
 # fmt: off
 WHOLE_FILE_DEFECTS: list[tuple[str, str, dict[str, bytes], str]] = [
     ("truncated gzip", "fz_csv",
-     {"a.csv": GOOD.encode(), "b.csv.gz": _gz_cut()}, r"FAILED_READ_FILE.*/b\.csv\.gz"),
+     {"a.csv": GOOD.encode(), "b.csv.gz": _gz_cut()},
+     r"(FAILED_READ_FILE.*|cannot read the header line of \S+)/b\.csv\.gz"),
     ("only a 0-byte file", "fz_csv",
      {"a.csv": b""}, r"no columns found in the csv files .*a\.csv \(empty file\?\)"),
     ("a column missing", "fz_csv",
      {"a.csv": GOOD.encode(), "b.csv": HEADER.replace(",brand", "").encode()},
-     r"FAILED_READ_FILE.*/b\.csv\."),
+     r"column `brand` .* at \S+/b\.csv; columns there"),
     ("a column renamed, larger file", "fz_csv",
      {"a.csv": GOOD.encode()[:200], "b.csv": GOOD.replace("brand", "maker").encode()},
-     r"column `brand` .*columns there: \[.*'maker'"),
+     r"column `brand` .* at \S+/b\.csv; columns there: \[.*'maker'"),
     ("binary garbage, smaller", "fz_csv",
-     {"a.csv": GOOD.encode(), "b.csv": _garbage(300)}, r"FAILED_READ_FILE.*/b\.csv\."),
+     {"a.csv": GOOD.encode(), "b.csv": _garbage(300)}, r"column `user_id` .* at \S+/b\.csv; columns there"),
     ("binary garbage, larger", "fz_csv",
      {"a.csv": GOOD.encode(), "b.csv": _garbage(5000)},
-     r"column `user_id` used by sources\.fz_csv\.fields\.user_id .*columns there"),
+     r"column `user_id` used by sources\.fz_csv\.fields\.user_id .* at \S+/b\.csv; columns there"),
+    ("binary garbage with a backtick, larger", "fz_csv",
+     {"a.csv": GOOD.encode(), "b.csv": b"ab`" + _garbage(5000)},
+     r"column `user_id` used by sources\.fz_csv\.fields\.user_id .* at \S+/b\.csv; columns there"),
     ("only a 0-byte file", "fz_json",
      {"a.jsonl": b""}, r"no columns found in the json files .*a\.jsonl \(empty file\?\)"),
     ("keys differing in case", "fz_json",
      {"a.jsonl": (json.dumps(ROW) + "\n" + json.dumps({"USER_ID": "u"})).encode()},
      r"COLUMN_ALREADY_EXISTS.*`user_id`"),
     ("binary garbage", "fz_parquet",
-     {"a.parquet": _pq([ROW]), "b.parquet": _garbage(3000)}, r"FAILED_READ_FILE.*/b\.parquet\."),
+     {"a.parquet": _pq([ROW]), "b.parquet": _garbage(3000)},
+     r"cannot read the Parquet footer of \S+/b\.parquet:"),
     ("truncated", "fz_parquet",
-     {"a.parquet": _pq([ROW]), "b.parquet": _pq([ROW] * 50)[:-100]}, r"FAILED_READ_FILE.*/b\.parquet\."),
+     {"a.parquet": _pq([ROW]), "b.parquet": _pq([ROW] * 50)[:-100]},
+     r"cannot read the Parquet footer of \S+/b\.parquet:"),
     ("other columns first", "fz_parquet",
      {"a.parquet": _pq([{"foo": "1"}]), "b.parquet": _pq([ROW])},
-     r"column `user_id` .*columns there: \['foo'\]"),
+     r"column `user_id` .* at \S+/a\.parquet; columns there: \['foo'\]"),
+    ("other columns, not first", "fz_parquet",
+     {"a.parquet": _pq([ROW]), "b.parquet": _pq([{"foo": "1"}])},
+     r"column `user_id` .* at \S+/b\.parquet; columns there: \['foo'\]"),
     ("a column of another type", "fz_parquet",
      {"a.parquet": _pq([ROW]), "b.parquet": _pq([{**ROW, "price": 1.5}])},
      r"PARQUET_COLUMN_DATA_TYPE_MISMATCH.*/b\.parquet.*\[price\]"),

@@ -28,6 +28,8 @@ from shopformer.config import Config
 from shopformer.errors import BadInputError, ConfigError, ReconciliationError, SourceError
 from shopformer.ingest import manifest, sources
 from shopformer.ingest import transforms as ingest
+from shopformer.ingest.layouts import first_line
+from shopformer.ingest.raw import read_raw
 from shopformer.ingest.sources import SourceMapping
 from shopformer.ingest.staging import Staging, staging_path
 from shopformer.schemas import BRONZE_EVENTS, BRONZE_INGESTED_FILES, BRONZE_REJECTED
@@ -85,7 +87,8 @@ def read_batch(spark: SparkSession, cfg: Config, m: SourceMapping, reads: list[m
                 "%s: every file there was read by another landing date's run: nothing to read", r.where
             )
             continue
-        raw = sources.read_raw(spark, m, [f.path for f in r.files], r.ingest_date)
+        extra = lookup.columns if lookup is not None else ()
+        raw = read_raw(spark, m, [f.path for f in r.files], r.ingest_date, lookup_columns=extra)
         raw = raw.transform(ingest.join_lookup, lookup=lookup, key=key)
         sources.check_expressions(raw, m, r.where)
         frames.append(raw)
@@ -211,7 +214,7 @@ def _classify(
         if (resource := errors.resource_failure(exc)) is not None:  # out of memory: not a bad file
             raise resource from exc
         at = ", ".join(where)
-        raise SourceError(f"failed reading the raw files at {at}: {sources.first_line(exc)}") from exc
+        raise SourceError(f"failed reading the raw files at {at}: {first_line(exc)}") from exc
     try:
         existing = _existing_ids(spark, cfg, source, start, end, staged)
         resolved = stage.save(ingest.resolve_duplicates(staged, existing_ids=existing), "resolved")

@@ -1,4 +1,5 @@
-"""Source mappings (``sources.<name>`` in conf) and the readers that turn landing files into raw rows.
+"""Source mappings (``sources.<name>`` in conf), the lookup side file and the checks of a mapping against
+the columns read; ``ingest.raw`` turns landing files into raw rows.
 
 Everything here that touches files needs a SparkSession; the pure transforms live in ``ingest``.
 A raw frame holds every source column as a string plus the reserved columns in ``RESERVED``; a mapping
@@ -24,6 +25,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from shopformer.config import Config
 from shopformer.errors import ConfigError, SourceError, resource_failure
+from shopformer.ingest.layouts import first_line
 from shopformer.schemas import EVENT_TYPES
 
 CORRUPT = "_corrupt_record"
@@ -232,13 +234,13 @@ def resolve_path(cfg: Config, template: str, key: str, day: dt.date | None = Non
 Paths = str | list[str]  # a folder or file, or the list of files a run reads (ingest.manifest)
 
 
-def _where(path: Paths) -> str:
+def where_of(path: Paths) -> str:
     if isinstance(path, str):
         return path
     return path[0] if len(path) == 1 else f"{path[0]} (and {len(path) - 1} more files)"
 
 
-def _load(spark: SparkSession, fmt: str, path: Paths, options: Mapping[str, str], schema: StructType | None):
+def load(spark: SparkSession, fmt: str, path: Paths, options: Mapping[str, str], schema: StructType | None):
     reader = spark.read.format(fmt).options(**options)
     if schema is not None:
         reader = reader.schema(schema)
@@ -247,96 +249,11 @@ def _load(spark: SparkSession, fmt: str, path: Paths, options: Mapping[str, str]
     except (CapturedException, Py4JJavaError) as exc:  # a file Spark cannot even list or infer from
         if resource_failure(exc) is not None:  # out of memory is not a bad file (errors.classify: exit 5)
             raise
-        raise SourceError(f"cannot read {fmt} files at {_where(path)}: {first_line(exc)}") from exc
+        raise SourceError(f"cannot read {fmt} files at {where_of(path)}: {first_line(exc)}") from exc
 
 
-def first_line(exc: Exception) -> str:
-    """The informative line of a Spark error (for a raw Py4J error: the innermost JVM cause)."""
-    java = getattr(exc, "java_exception", None)
-    if java is not None:
-        cause = java
-        while cause.getCause() is not None:
-            cause = cause.getCause()
-        text = str(cause.toString())
-        if "FAILED_READ_FILE" not in text:  # the file name sits on the read error, not on its cause
-            text = str(java.toString())
-    else:
-        text = str(exc)
-    text = text.strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _text_schema(names: tuple[str, ...] | list[str]) -> StructType:
+def text_schema(names: tuple[str, ...] | list[str]) -> StructType:
     return StructType([StructField(c, StringType()) for c in names] + [StructField(CORRUPT, StringType())])
-
-
-def _read_text_format(spark: SparkSession, m: SourceMapping, path: Paths) -> tuple[DataFrame, list[str]]:
-    """CSV / JSON lines: all-string schema + ``_corrupt_record`` in PERMISSIVE mode."""
-    opts = {**m.options, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
-    if m.columns is not None:
-        names = list(m.columns)
-    elif m.format == "csv":
-        # Only the header line is read here; inferSchema off keeps every column a string.
-        names = _load(spark, "csv", path, {**m.options, "inferSchema": "false"}, None).columns
-        opts["enforceSchema"] = "false"  # every file's header must then match, else the read fails
-    else:
-        names = _load(spark, "json", path, {**m.options, "primitivesAsString": "true"}, None).columns
-        names = [c for c in names if c != CORRUPT]
-        names += _absent_keys(m, names)
-    if not names:
-        raise SourceError(f"no columns found in the {m.format} files at {_where(path)} (empty file?)")
-    if m.format == "json":
-        return _json_lines(spark, path, opts, names), names
-    return _load(spark, m.format, path, opts, _text_schema(names)), names
-
-
-def _json_lines(spark: SparkSession, path: Paths, opts: Mapping[str, str], names: list[str]) -> DataFrame:
-    """JSON lines read as text and parsed per line, so no line is lost: Spark's JSON reader keeps only the
-    first value of a line holding two objects (or one followed by text) and drops the rest silently.
-    Such a line, and one that is not valid UTF-8 (which the JSON reader rejected too), is
-    ``_corrupt_record`` with the whole line. Blank lines are skipped, as the JSON reader does."""
-    text = _load(spark, "text", path, {k: v for k, v in opts.items() if k in ("lineSep",)}, None)
-    line = F.col("value")
-    one_value = F.coalesce(F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1, F.lit(False))
-    corrupt = F.when(one_value & F.is_valid_utf8(line), F.col(f"j.{CORRUPT}")).otherwise(line)
-    return (
-        text.where(line.rlike("[^ \\t\\r]"))  # JSON whitespace only: no value, skipped (as the reader does)
-        .select(line, F.from_json(line, _text_schema(names), dict(opts)).alias("j"), F.col("_metadata"))
-        .select(*[F.col("j")[c].alias(c) for c in names], corrupt.alias(CORRUPT), F.col("_metadata"))
-    )
-
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _absent_keys(m: SourceMapping, names: list[str]) -> list[str]:
-    """Keys a JSON mapping reads as a bare column that no object of the read holds: JSON writers often
-    omit null values, so an absent key is null (the explicit schema then reads it as such), not a missing
-    column. Only when the read found some columns (a file of broken lines still says "empty file?")."""
-    wanted = [sql for sql in m.expressions.values() if _IDENT.fullmatch(sql)]
-    return sorted({c for c in wanted if c not in names}) if names else []
-
-
-def read_raw(spark: SparkSession, m: SourceMapping, path: Paths, ingest_date: dt.date) -> DataFrame:
-    """One landing folder (or the files listed) as raw string columns plus ``RESERVED`` columns (lazy after
-    the header)."""
-    if m.format == "parquet":
-        df = _load(spark, "parquet", path, m.options, None)
-        names = list(df.columns)
-        df = df.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in names], F.lit(None).alias(CORRUPT))
-    else:
-        df, names = _read_text_format(spark, m, path)
-    clash = sorted(set(names) & set(RESERVED))
-    if clash:
-        raise SourceError(f"files at {_where(path)} have column(s) {clash}, reserved for ingestion")
-    raw_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in names]), {"ignoreNullFields": "false"})
-    return df.select(
-        *[F.col(f"`{c}`") for c in names],
-        F.col(CORRUPT),
-        F.coalesce(F.col(CORRUPT), raw_json).alias("_raw_record"),
-        F.col("_metadata.file_path").alias("_source_file"),
-        F.lit(ingest_date).alias("_ingest_date"),
-    )
 
 
 def read_lookup(spark: SparkSession, cfg: Config, m: SourceMapping) -> DataFrame | None:
@@ -348,7 +265,7 @@ def read_lookup(spark: SparkSession, cfg: Config, m: SourceMapping) -> DataFrame
     options = {**lk.options, "inferSchema": "false"} if lk.format == "csv" else dict(lk.options)
     if lk.format == "json":
         options["primitivesAsString"] = "true"
-    df = _load(spark, lk.format, path, options, None)
+    df = load(spark, lk.format, path, options, None)
     if lk.key not in df.columns:
         raise SourceError(f"lookup key column '{lk.key}' (sources.{m.name}.lookup.key) not in {path}")
     return df.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in df.columns])
@@ -363,7 +280,7 @@ def check_expressions(raw: DataFrame, m: SourceMapping, path: str) -> None:
             params = exc.getMessageParameters() or {}
             cond = exc.getCondition() or ""
             if cond.startswith("UNRESOLVED_COLUMN"):
-                have = [c for c in raw.columns if c not in RESERVED]
+                have = [c if len(c) <= 80 else c[:80] + "…" for c in raw.columns if c not in RESERVED]
                 raise SourceError(
                     f"column {params.get('objectName')} used by {key} ({sql!r}) is not in the files at "
                     f"{path}; columns there: {have}"

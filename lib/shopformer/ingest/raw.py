@@ -137,8 +137,12 @@ def _decoded(df: DataFrame, read_as: list[str], names: list[str]) -> DataFrame:
     """Values as UTF-8; a row holding bytes that are not UTF-8 is ``_corrupt_record`` (its values with
     U+FFFD for those bytes, as a JSON object like any raw record), never silently another value."""
     raw = [_bytes_as_text(F.col(q(c))) for c in read_as]
-    values = [F.make_valid_utf8(r).alias(n) for r, n in zip(raw, names, strict=True)]
-    valid = functools.reduce(lambda a, b: a & b, [F.coalesce(F.is_valid_utf8(r), F.lit(True)) for r in raw])
+    # one check per row: an ASCII separator keeps a cut sequence at the end of one value from pairing with
+    # the next value's bytes, so the joined text is valid exactly when every value is
+    valid = F.is_valid_utf8(F.concat_ws(",", *raw))
+    values = [
+        F.when(valid, r).otherwise(F.make_valid_utf8(r)).alias(n) for r, n in zip(raw, names, strict=True)
+    ]
     as_json = F.to_json(F.struct(*values), {"ignoreNullFields": "false"})
     corrupt = F.make_valid_utf8(_bytes_as_text(F.col(CORRUPT)))
     return df.select(

@@ -5,11 +5,14 @@ A tiny shop (four days of landing files, ``land``) is built in this process, up 
 job's night (``Night.before``: a copy of the root). The uninterrupted run of that night (the reference)
 runs in this process too, in the test session's Spark: it records the writes the job attempts, which must
 be the kill points listed here (a job that gains a commit fails
-``test_the_kill_points_are_every_commit_of_each_job`` until it gets a kill test). Each kill point costs one
-process of its own (``python jobs/<job>.py``, its own JVM: the kill ends the interpreter). They run in turn
-on one copy of the state before the night, each killed one write later than the one before: every run
-after the first is a rerun of the half night the previous kill left, and the last rerun, to the end, runs
-in this process (one rerun per job, not one per kill point: CI time).
+``test_the_kill_points_are_every_commit_of_each_job`` until it gets a kill test). The kill points of a job
+run in turn on one copy of the state before the night, each killed one write later than the one before:
+every run after the first is a rerun of the half night the previous kill left. The kill before the last
+write is a real one: ``python jobs/<job>.py`` in a process of its own (its own JVM; the kill ends the
+interpreter with whatever it held: cached data, staging folders, open files). The earlier kill points run
+in this process, where the same switch's ``os._exit`` raises ``Killed`` (no ``except Exception`` catches it):
+the tables a reader sees depend only on which commits happened, and a JVM per kill point cost ~25 s each
+in CI. The last rerun, to the end, runs in this process too.
 
 What is checked after each kill: each table the job writes holds either the whole night (equal to the
 reference) or nothing of it (no commit since the state before): the tables committed before the kill
@@ -265,6 +268,32 @@ def killed_run(night: Night, root: Path, k: int) -> subprocess.CompletedProcess[
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=400)
 
 
+class Killed(BaseException):
+    """The in-process stand-in for the switch's ``os._exit(137)``: a BaseException, so no ``except
+    Exception`` of a job catches it, as nothing of the job runs after a real kill."""
+
+
+def killed_in_process(
+    night: Night, root: Path, k: int, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    """The night's job in this process, killed before its k-th write by the switch itself
+    (``SHOPFORMER_KILL_BEFORE_COMMIT=k``, its counter from 0 as in a new process) with ``os._exit``
+    raising ``Killed``: what it printed on stdout and stderr."""
+
+    def die(code: int) -> None:
+        raise Killed(code)
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(tables.KILL_ENV, str(k))
+        mp.setattr(tables, "_attempts", [0])
+        mp.setattr(os, "_exit", die)
+        with pytest.raises(Killed, match="137"):
+            job_main(night.job)([*night.argv, *_sets(root)])
+    seen = capsys.readouterr()
+    return seen.out, seen.err
+
+
 def test_the_kill_points_are_every_commit_of_each_job(nights: dict[str, Night]) -> None:
     """The uninterrupted nights attempted exactly the writes the kill tests kill before."""
     assert {job: list(n.attempts) for job, n in nights.items()} == POINTS
@@ -272,26 +301,37 @@ def test_the_kill_points_are_every_commit_of_each_job(nights: dict[str, Night]) 
 
 @pytest.mark.parametrize("job", list(POINTS))
 def test_each_kill_leaves_whole_tables_and_the_rerun_completes_the_night(
-    spark: SparkSession, nights: dict[str, Night], tmp_path: Path, job: str
+    spark: SparkSession,
+    nights: dict[str, Night],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    job: str,
 ) -> None:
     """On one copy of the state before the night: the job killed before its 1st write, then run again and
-    killed before its 2nd, ... (each run a process of its own, each a rerun of the half night the one
-    before left), then run again to the end in this process. After each kill, the tables committed before
-    the kill point hold the whole night and the others are untouched; at the end, the uninterrupted
-    run's tables."""
+    killed before its 2nd, ... (each run a rerun of the half night the one before left), then run again
+    to the end. The kill before the last write is a real one, in a process of its own (``os._exit(137)``
+    ends its interpreter and JVM with whatever they held); the earlier ones run in this process, with the
+    switch's ``os._exit`` raising ``Killed`` at the same place (CI time: one JVM per job, not per point).
+    After each kill, the tables committed before the kill point hold the whole night and the others are
+    untouched; at the end, the uninterrupted run's tables."""
     night = nights[job]
     root = shutil.copytree(night.before, tmp_path / "root")
-    for k, (what, path) in enumerate(POINTS[job], 1):
-        done = killed_run(night, root, k)
-        assert done.returncode == 137, done.stderr[-3000:]
-        assert f"{tables.KILL_ENV}={k}: killed before {what} {root / path}" in done.stderr
-        assert not re.search(r"^[A-Z_]+ \{", done.stdout, re.M)  # killed: no result line, not even an error
-        for _, written in POINTS[job][: k - 1]:  # committed before the kill: the whole night
+    points = POINTS[job]
+    for k, (what, path) in enumerate(points, 1):
+        if k < len(points):
+            out, err = killed_in_process(night, root, k, capsys)
+        else:
+            done = killed_run(night, root, k)
+            assert done.returncode == 137, done.stderr[-3000:]
+            out, err = done.stdout, done.stderr
+        assert f"{tables.KILL_ENV}={k}: killed before {what} {root / path}" in err
+        assert not re.search(r"^[A-Z_]+ \{", out, re.M)  # killed: no result line, not even an error
+        for _, written in points[: k - 1]:  # committed before the kill: the whole night
             same(spark, root, night, written)
-        for _, written in POINTS[job][k - 1 :]:  # not committed by any run: no commit at all
+        for _, written in points[k - 1 :]:  # not committed by any run: no commit at all
             assert version(spark, root, written) == version(spark, night.before, written), written
         if job == "score_users":  # readers see the nights published before, exactly
             assert score_views(spark, root) == night.views
     run_in_process(job, root, *night.argv)  # the rerun to the end
-    for _, written in POINTS[job]:
+    for _, written in points:
         same(spark, root, night, written)

@@ -14,6 +14,8 @@ from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from shopformer.errors import SourceError
+from shopformer.ingest import layouts
+from shopformer.ingest import transforms as ingest
 from shopformer.ingest.raw import read_raw
 from tests.ingest.helpers import HEADER, REES_COLS, classified, rees_mapping
 
@@ -60,12 +62,16 @@ def test_a_csv_line_that_is_not_utf8_is_malformed_not_merged_with_another_event(
 def test_each_csv_file_is_read_by_its_own_header(spark: SparkSession, tmp_path: Path) -> None:
     """The largest file's first line was every file's header: a larger file with an extra column made
     the good file fail, binary garbage with a backtick there stopped with an AnalysisException. Now the
-    extra column is read (kept in a reject's raw record) and the garbage file is named."""
-    extra = "\n".join([f"{HEADER},note", *[f"{GOOD},n1", f"{GOOD.replace('view', 'click')},n2"] * 3]) + "\n"
+    extra column (a backtick in its name, through a lookup join too) is read and kept in a reject's raw
+    record, and the garbage file is named."""
+    extra = "\n".join([f"{HEADER},no`te", *[f"{GOOD},n1", f"{GOOD.replace('view', 'click')},n2"] * 3]) + "\n"
     paths = _files(tmp_path / "a", {"a.csv": f"{HEADER}\n{GOOD}\n".encode(), "b.csv": extra.encode()})
     m = rees_mapping()
-    got = classified(read_raw(spark, m, paths, D1), m).select("user_id", "reason", "raw_record")
-    click = ("u1", "unknown_event_type", _raw_json({**ROW, "event_type": "click", "note": "n2"}))
+    lookup = spark.createDataFrame([("p1", "shelf 1")], "product_id string, shelf string")
+    raw = read_raw(spark, m, paths, D1, lookup_columns=["shelf"])
+    raw = raw.transform(ingest.join_lookup, lookup=lookup, key="product_id")
+    got = classified(raw, m).select("user_id", "reason", "raw_record")
+    click = ("u1", "unknown_event_type", _raw_json({**ROW, "event_type": "click", "no`te": "n2"}))
     assertDataFrameEqual(got, spark.createDataFrame([("u1", None, None)] * 4 + [click] * 3, OUT))
 
     garbage = bytes(range(1, 10)) + b"a`b,\xff\xfe`" + bytes(range(14, 200))
@@ -108,3 +114,31 @@ def test_a_json_read_of_only_malformed_lines_rejects_each_line(spark: SparkSessi
     assertDataFrameEqual(
         got, spark.createDataFrame([("malformed_record", t) for t in texts], OUT.split(", ", 1)[1])
     )
+
+
+# ------------------------------------------------------------------ header lines (unit: no Spark)
+
+
+def test_the_header_is_the_first_line_neither_blank_nor_a_comment() -> None:
+    """As Spark's reader takes it: blank lines (Java's trim) and comment lines before it are skipped; the
+    line is known only once it ends, or at the end of the file."""
+    data = b"\r\n \t\n# note\nid,name\r\n1,a\n"
+    assert layouts._header_line(data, False, None, b"#") == b"id,name"
+    assert layouts._header_line(b"\n\nid,na", False, None, None) is None  # more may follow
+    assert layouts._header_line(b"\n\nid,na", True, None, None) == b"id,na"
+    assert layouts._header_line(b" \n\t", True, None, None) is None
+    assert layouts._header_line(b"id|name||1|a", True, b"||", None) == b"id|name"
+
+
+def test_header_names_are_split_as_the_mapping_says_and_a_bad_one_names_its_file() -> None:
+    line = b'a,"b, c",d'
+    found = layouts.csv_layouts({"x.csv": line, "y.csv": line, "z.csv": None}, {}, None)
+    assert found == [layouts.Layout(("a", "b, c", "d"), ("a", "b, c", "d"), ("x.csv", "y.csv"))]
+    latin = layouts.csv_layouts({"x.csv": "größe;id".encode()}, {"sep": ";"}, None)
+    assert latin == [layouts.Layout(("größe", "id"), ("grÃ¶Ã\x9fe", "id"), ("x.csv",))]
+    with pytest.raises(
+        SourceError, match=r"CSV header of b\.csv has the column name 'ID' twice \(column 3\)"
+    ):
+        layouts.csv_layouts({"a.csv": b"id,x", "b.csv": b"id,name,ID"}, {}, None)
+    with pytest.raises(SourceError, match=r"CSV header of a\.csv has an empty column name \(column 1\)"):
+        layouts.csv_layouts({"a.csv": b",id"}, {}, None)

@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 
 from shopformer.errors import SourceError, resource_failure
 
-CHUNK = 8192  # bytes per read while looking for the end of a header line
+CHUNK = 1024  # bytes of the first read for a header line; each further read is four times the last
 MAX_HEADER = 1 << 20  # a first line longer than this is cut here (it is no header a mapping can use)
 THREADS = 8  # files probed at once (an object store answers each read in tens of milliseconds)
 _BOM = b"\xef\xbb\xbf"
@@ -95,21 +95,27 @@ def header_lines(
     def probe(path: str) -> bytes | None:
         hpath = jvm.org.apache.hadoop.fs.Path(path)
         stream = hpath.getFileSystem(conf).open(hpath)
-        codec = codecs.getCodec(hpath)
-        stream = codec.createInputStream(stream) if codec is not None else stream
-        data = b""
         try:
-            while True:
-                chunk = bytes(stream.readNBytes(CHUNK))
-                data = chunk.removeprefix(_BOM) if not data else data + chunk  # a BOM starts a file only
-                eof = len(chunk) < CHUNK or len(data) >= MAX_HEADER
-                line = _header_line(data[:MAX_HEADER], eof, sep, mark)
-                if line is not None or eof:
-                    return line
+            codec = codecs.getCodec(hpath)
+            if codec is not None:
+                stream = codec.createInputStream(stream)
+            return _read_header(stream, sep, mark)
         finally:
             stream.close()
 
     return _each(paths, probe, "header line")
+
+
+def _read_header(stream: Any, sep: bytes | None, mark: bytes | None) -> bytes | None:
+    """Read a JVM input stream until its header line ends (1 KiB first, four times more each time)."""
+    data, size = b"", CHUNK
+    while True:
+        chunk = bytes(stream.readNBytes(size))  # py4j copies it: read little, a header is short
+        data = chunk.removeprefix(_BOM) if not data else data + chunk  # a BOM starts a file only
+        eof, size = len(chunk) < size or len(data) >= MAX_HEADER, min(size * 4, MAX_HEADER)
+        line = _header_line(data[:MAX_HEADER], eof, sep, mark)
+        if line is not None or eof:
+            return line
 
 
 def parquet_columns(spark: SparkSession, paths: Sequence[str]) -> dict[str, tuple[str, ...] | None]:

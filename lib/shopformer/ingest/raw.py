@@ -24,15 +24,11 @@ from pyspark.sql.types import StringType, StructField, StructType
 from shopformer.errors import ConfigError, SourceError
 from shopformer.ingest import layouts
 from shopformer.ingest.sources import CORRUPT, RESERVED, SourceMapping, check_expressions, load, text_schema
+from shopformer.ingest.sources import quoted as q
 from shopformer.ingest.sources import where_of as _where
 
 LOSSLESS = "ISO-8859-1"  # one character per byte: the bytes of a line survive the CSV reader unchanged
 Group = tuple[DataFrame, list[str], list[str]]  # (names + CORRUPT + _metadata, the names, its files)
-
-
-def q(name: str) -> str:
-    """A column name quoted for Spark (a header may hold a backtick)."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def read_raw(

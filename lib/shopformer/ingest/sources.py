@@ -252,6 +252,11 @@ def load(spark: SparkSession, fmt: str, path: Paths, options: Mapping[str, str],
         raise SourceError(f"cannot read {fmt} files at {where_of(path)}: {first_line(exc)}") from exc
 
 
+def quoted(name: str) -> str:
+    """A column name quoted for Spark (a CSV header may hold a backtick)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 def text_schema(names: tuple[str, ...] | list[str]) -> StructType:
     return StructType([StructField(c, StringType()) for c in names] + [StructField(CORRUPT, StringType())])
 
@@ -268,7 +273,7 @@ def read_lookup(spark: SparkSession, cfg: Config, m: SourceMapping) -> DataFrame
     df = load(spark, lk.format, path, options, None)
     if lk.key not in df.columns:
         raise SourceError(f"lookup key column '{lk.key}' (sources.{m.name}.lookup.key) not in {path}")
-    return df.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in df.columns])
+    return df.select(*[F.col(quoted(c)).cast("string").alias(c) for c in df.columns])
 
 
 def check_expressions(raw: DataFrame, m: SourceMapping, path: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from shopformer.ingest.sources import CORRUPT, RESERVED
+from shopformer.ingest.sources import CORRUPT, RESERVED, quoted
 from shopformer.schemas import BRONZE_EVENTS, BRONZE_REJECTED, names, require_columns
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
@@ -81,8 +81,8 @@ def join_lookup(raw: DataFrame, *, lookup: DataFrame | None, key: str | None) ->
     require_columns(raw, [key], "join_lookup(raw)")
     require_columns(lookup, [key], "join_lookup(lookup)")
     extra = [c for c in lookup.columns if c != key and c not in raw.columns]
-    side = lookup.groupBy(F.col(f"`{key}`")).agg(*[F.max(F.col(f"`{c}`")).alias(c) for c in extra])
-    return raw.join(side, on=[key], how="left").select(*[F.col(f"`{c}`") for c in raw.columns + extra])
+    side = lookup.groupBy(F.col(quoted(key))).agg(*[F.max(F.col(quoted(c))).alias(c) for c in extra])
+    return raw.join(side, on=[key], how="left").select(*[F.col(quoted(c)) for c in raw.columns + extra])
 
 
 def _clean(c: Column) -> Column:

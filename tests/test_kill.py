@@ -7,17 +7,18 @@ runs in this process too, in the test session's Spark: it records the writes the
 be the kill points listed here (a job that gains a commit fails
 ``test_the_kill_points_are_every_commit_of_each_job`` until it gets a kill test). The kill points of a job
 run in turn on one copy of the state before the night, each killed one write later than the one before:
-every run after the first is a rerun of the half night the previous kill left. The kill before the last
-write is a real one: ``python jobs/<job>.py`` in a process of its own (its own JVM; the kill ends the
-interpreter with whatever it held: cached data, staging folders, open files). The earlier kill points run
-in this process, where the same switch's ``os._exit`` raises ``Killed`` (no ``except Exception`` catches it):
+every run after the first is a rerun of the half night the previous kill left. For ingest, sessionize
+and scoring (``REAL_KILL``) the kill before the last write is a real one: ``python jobs/<job>.py`` in a
+process of its own (its own JVM; the kill ends the
+interpreter with whatever it held: cached data, staging folders, open files). Every other kill point (all
+of build_snapshots' and evaluate_scores') runs in this process, where the same switch's ``os._exit`` raises ``Killed`` (no ``except Exception`` catches it):
 the tables a reader sees depend only on which commits happened, and a JVM per kill point cost ~25 s each
 in CI. The last rerun, to the end, runs in this process too.
 
 What is checked after each kill: each table the job writes holds either the whole night (equal to the
 reference) or nothing of it (no commit since the state before): the tables committed before the kill
-point, and only those, have it. For score_users, a reader of the score views sees exactly what it saw
-before the night (no half-published night). After the last rerun, every table the job writes equals the
+point, and only those, have it. For score_users and evaluate_scores, a reader of the score views sees
+exactly what it saw before the night (no half-published or unjudged night). After the last rerun, every table the job writes equals the
 reference, row for row, lineage columns aside. Ingest commits bronze.events last, so its readers see a
 night whole or not at all; silver has no publish step: between sessionize's two commits a reader sees the
 night's events in silver.events without its sessions (issue 16 item 1, docs/reliability.md).
@@ -52,7 +53,7 @@ from shopformer.model import pyfunc
 from shopformer.model.evaluation import Calibrator
 from shopformer.model.network import ModelConfig, ShopformerModel, save_checkpoint, vocab_fields
 from shopformer.ops.jobs import job_main
-from shopformer.scoring import publish, sql_views
+from shopformer.scoring import sql_views
 
 # A job's test runs one process per kill point (a JVM start each); the first test also builds the shop.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -81,6 +82,14 @@ POINTS = {
         ("replace_where", "warehouse/silver/events"),
         ("merge_upsert", "warehouse/silver/sessions"),
     ],
+    "build_snapshots": [  # --build-vocab: the vocabulary first, then the snapshots encoded with it
+        ("replace_where", "warehouse/gold/vocabularies"),
+        ("replace_where", "warehouse/gold/user_snapshots"),
+    ],
+    "evaluate_scores": [
+        ("replace_where", "warehouse/scores/score_quality"),
+        ("merge_upsert", "warehouse/scores/published_nights"),
+    ],
     "score_users": [
         ("replace_where", "warehouse/scores/user_scores"),
         ("replace_where", "warehouse/scores/user_embeddings"),
@@ -88,6 +97,10 @@ POINTS = {
         ("merge_upsert", "warehouse/scores/published_nights"),
     ],
 }
+# Jobs whose kill before the last write is a real process kill (a JVM start each, ~25 s of CI); the other
+# jobs' kills all run in this process (the switch and the commits are the same code for every job).
+REAL_KILL = ("ingest_events", "sessionize", "score_users")
+PUBLISHING = ("score_users", "evaluate_scores")  # their last commit shows a night to the score views
 LINEAGE = (
     "ingest_run_id",
     "sessionize_run_id",
@@ -215,19 +228,17 @@ def nights(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     def night(job: str, *args: str) -> None:
         before = shutil.copytree(work, base / f"before_{job}")
-        views = score_views(spark, before) if job == "score_users" else {}
+        views = score_views(spark, before) if job in PUBLISHING else {}
         attempts = recorded(job, work, *args)
         reference = {path: read(spark, work, path).collect() for _, path in attempts}
         out[job] = Night(job, args, before, attempts, reference, views)
 
     night("ingest_events", "--run-date", NIGHT)
     night("sessionize", "--run-date", NIGHT)
-    run_in_process("build_snapshots", work, "--run-date", NIGHT, "--end-date", SCORE_NIGHT, "--build-vocab")
-    cfg = cfg_of(work)
-    register_model(spark, cfg)
+    night("build_snapshots", "--run-date", NIGHT, "--end-date", SCORE_NIGHT, "--build-vocab")
+    register_model(spark, cfg_of(work))
     run_in_process("score_users", work, "--run-date", NIGHT)
-    day = f"as_of_date = DATE'{NIGHT}'"  # judged (passed): the night readers see before SCORE_NIGHT
-    publish.judge(spark, cfg, predicate=day, run_date=dt.date.fromisoformat(NIGHT), run_id="judge")
+    night("evaluate_scores", "--run-date", NIGHT)  # judged: the night readers see before SCORE_NIGHT
     night("score_users", "--run-date", SCORE_NIGHT)
     return out
 
@@ -309,7 +320,8 @@ def test_each_kill_leaves_whole_tables_and_the_rerun_completes_the_night(
 ) -> None:
     """On one copy of the state before the night: the job killed before its 1st write, then run again and
     killed before its 2nd, ... (each run a rerun of the half night the one before left), then run again
-    to the end. The kill before the last write is a real one, in a process of its own (``os._exit(137)``
+    to the end. For the jobs of ``REAL_KILL`` the kill before the last write is a real one, in a process
+    of its own (``os._exit(137)``
     ends its interpreter and JVM with whatever they held); the earlier ones run in this process, with the
     switch's ``os._exit`` raising ``Killed`` at the same place (CI time: one JVM per job, not per point).
     After each kill, the tables committed before the kill point hold the whole night and the others are
@@ -318,7 +330,7 @@ def test_each_kill_leaves_whole_tables_and_the_rerun_completes_the_night(
     root = shutil.copytree(night.before, tmp_path / "root")
     points = POINTS[job]
     for k, (what, path) in enumerate(points, 1):
-        if k < len(points):
+        if k < len(points) or job not in REAL_KILL:
             out, err = killed_in_process(night, root, k, capsys)
         else:
             done = killed_run(night, root, k)
@@ -330,7 +342,7 @@ def test_each_kill_leaves_whole_tables_and_the_rerun_completes_the_night(
             same(spark, root, night, written)
         for _, written in points[k - 1 :]:  # not committed by any run: no commit at all
             assert version(spark, root, written) == version(spark, night.before, written), written
-        if job == "score_users":  # readers see the nights published before, exactly
+        if job in PUBLISHING:  # readers see the nights published (and judged) before, exactly
             assert score_views(spark, root) == night.views
     run_in_process(job, root, *night.argv)  # the rerun to the end
     for _, written in points:

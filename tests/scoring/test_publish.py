@@ -4,6 +4,8 @@ scores.published_nights names it and score quality judged it, and only the rows 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
@@ -11,7 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from shopformer import tables
-from shopformer.config import Config
+from shopformer.config import Config, load_config
 from shopformer.schemas import SCORES_USER_EMBEDDINGS, SCORES_USER_NEXT_ITEMS, SCORES_USER_SCORES
 from shopformer.scoring import publish, quality_job, sql_views
 
@@ -82,6 +84,24 @@ def complete(spark: SparkSession, cfg: Config, night: dt.date, *, version: str =
     quality_job.run(spark, cfg, run_date=night, run_id=f"quality:{night}")
 
 
+@pytest.fixture(scope="module")
+def judged_n1(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root where N1 is written, published and judged, built once for this module (a whole night costs
+    ~10 s of Delta commits); tests that start from it take a copy (``after_n1``)."""
+    root = tmp_path_factory.mktemp("judged_n1")
+    cfg = load_config("local", [f"paths.root={root}"])
+    write(spark, cfg, N1, *SCORE_TABLES)
+    complete(spark, cfg, N1)
+    return root
+
+
+@pytest.fixture
+def after_n1(judged_n1: Path, cfg: Config) -> Config:
+    """``cfg`` (this test's own root) holding a copy of ``judged_n1``: N1 whole, published and judged."""
+    shutil.copytree(judged_n1, Path(str(cfg.get("paths.root"))), dirs_exist_ok=True)
+    return cfg
+
+
 def test_a_night_is_seen_only_once_published_and_judged(spark: SparkSession, cfg: Config) -> None:
     nothing = {name: [] for name in [*SCORE_TABLES, "scores_latest_user_scores"]}
     write(spark, cfg, N1, *SCORE_TABLES)
@@ -98,9 +118,8 @@ def test_a_night_is_seen_only_once_published_and_judged(spark: SparkSession, cfg
     assert night[0]["published_at"] == dt.datetime(2024, 3, 4)  # the run date at midnight (session tz UTC)
 
 
-def test_a_half_written_night_stays_invisible_until_completed(spark: SparkSession, cfg: Config) -> None:
-    write(spark, cfg, N1, *SCORE_TABLES)
-    complete(spark, cfg, N1)
+def test_a_half_written_night_stays_invisible_until_completed(spark: SparkSession, after_n1: Config) -> None:
+    cfg = after_n1
     write(spark, cfg, N2, "scores_user_scores")  # the issue's half night: killed after the first commit
     seen = visible(spark, cfg)
     assert seen["scores_latest_user_scores"] == [(N1, "3")]  # yesterday's whole night, not the half one
@@ -112,11 +131,11 @@ def test_a_half_written_night_stays_invisible_until_completed(spark: SparkSessio
     assert_views_equal_tables(spark, cfg, [N1, N2])
 
 
-def test_a_rerun_republishes_without_duplicates(spark: SparkSession, cfg: Config) -> None:
+def test_a_rerun_republishes_without_duplicates(spark: SparkSession, after_n1: Config) -> None:
+    cfg = after_n1
     path = cfg.table("scores_published_nights")
-    for night in (N1, N2):
-        write(spark, cfg, night, *SCORE_TABLES)
-        complete(spark, cfg, night)
+    write(spark, cfg, N2, *SCORE_TABLES)
+    complete(spark, cfg, N2)
     before = tables.read(spark, path).collect()
     version = tables.version(spark, path)
     complete(spark, cfg, N2)  # the same night again: the same rows, one MERGE per job
@@ -138,9 +157,8 @@ def test_a_rerun_republishes_without_duplicates(spark: SparkSession, cfg: Config
     assert_views_equal_tables(spark, cfg, [N1, N2])
 
 
-def test_examples_read_published_nights_only(spark: SparkSession, cfg: Config) -> None:
-    write(spark, cfg, N1, *SCORE_TABLES)
-    complete(spark, cfg, N1)
+def test_examples_read_published_nights_only(spark: SparkSession, after_n1: Config) -> None:
+    cfg = after_n1
     write(spark, cfg, N2, *SCORE_TABLES)
     publish.publish_scored(spark, cfg, run_date=N2, run_id=f"score:{N2}:v3")  # quality not run yet
     sql_views.register_views(spark, cfg)

@@ -54,7 +54,7 @@ TAGS = [
 ]
 # 42 days: the fewest for the demo's weekly dates (the backfill starts 5 weeks before the last one).
 TINY = [
-    "synthetic.users=300",
+    "synthetic.users=200",
     "synthetic.items=100",
     "synthetic.days=42",
     "spark.master=local[2]",

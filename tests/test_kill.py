@@ -7,21 +7,22 @@ runs in this process too, in the test session's Spark: it records the writes the
 be the kill points listed here (a job that gains a commit fails
 ``test_the_kill_points_are_every_commit_of_each_job`` until it gets a kill test). The kill points of a job
 run in turn on one copy of the state before the night, each killed one write later than the one before:
-every run after the first is a rerun of the half night the previous kill left. For ingest, sessionize
-and scoring (``REAL_KILL``) the kill before the last write is a real one: ``python jobs/<job>.py`` in a
-process of its own (its own JVM; the kill ends the
-interpreter with whatever it held: cached data, staging folders, open files). Every other kill point (all
-of build_snapshots' and evaluate_scores') runs in this process, where the same switch's ``os._exit`` raises ``Killed`` (no ``except Exception`` catches it):
-the tables a reader sees depend only on which commits happened, and a JVM per kill point cost ~25 s each
-in CI. The last rerun, to the end, runs in this process too.
+every run after the first is a rerun of the half night the previous kill left. For ingest, sessionize and
+scoring (``REAL_KILL``) the kill before the last write is a real one: ``python jobs/<job>.py`` in a
+process of its own (its own JVM; the kill ends the interpreter with whatever it held: cached data, staging
+folders, open files). Every other kill point (all of build_snapshots' and evaluate_scores') runs in this
+process, where the same switch's ``os._exit`` raises ``Killed`` (no ``except Exception`` catches it): the
+tables a reader sees depend only on which commits happened, and a JVM per kill point cost ~25 s each in
+CI. The last rerun, to the end, runs in this process too.
 
 What is checked after each kill: each table the job writes holds either the whole night (equal to the
 reference) or nothing of it (no commit since the state before): the tables committed before the kill
 point, and only those, have it. For score_users and evaluate_scores, a reader of the score views sees
-exactly what it saw before the night (no half-published or unjudged night). After the last rerun, every table the job writes equals the
-reference, row for row, lineage columns aside. Ingest commits bronze.events last, so its readers see a
-night whole or not at all; silver has no publish step: between sessionize's two commits a reader sees the
-night's events in silver.events without its sessions (issue 16 item 1, docs/reliability.md).
+exactly what it saw before the night (no half-published or unjudged night). After the last rerun, every
+table the job writes equals the reference, row for row, lineage columns aside. Ingest commits
+bronze.events last, so its readers see a night whole or not at all; silver has no publish step: between
+sessionize's two commits a reader sees the night's events in silver.events without its sessions (issue 16
+item 1, docs/reliability.md).
 """
 
 from __future__ import annotations

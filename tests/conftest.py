@@ -41,6 +41,13 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
             # jobs (real-data tests: 476 JVM CPU-s vs 615 C1-only). ./dev test-fast's short run of small
             # queries is the other way round (C1-only: 80 vs 141 CPU-s on test_snapshots' unit tests).
             f"spark.conf.spark.driver.extraJavaOptions=-XX:+UseSerialGC{' -XX:TieredStopAtLevel=1' * FAST}",
+            # Interpreted expressions, no whole-stage codegen: the tests' queries are many and tiny, and
+            # generating + compiling Java for each new plan was the biggest JVM cost (2026-12-03, alone:
+            # test_publish 183 -> 156 CPU-s, test_job + test_user_state 247 -> 194). Same results by Spark's
+            # contract (its own suites run both modes). Only this session: the jobs the harnesses start as
+            # processes (demo, Airflow, cluster, kill tests) run Spark's default codegen, as users do.
+            "spark.conf.spark.sql.codegen.wholeStage=false",
+            "spark.conf.spark.sql.codegen.factoryMode=NO_CODEGEN",
         ],
     )
     # One JVM starts at a time: on a fresh machine (empty Ivy cache) two xdist workers downloading the

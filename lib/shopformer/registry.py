@@ -17,7 +17,7 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from shopformer import errors
+from shopformer import errors, tables
 from shopformer.errors import ShopformerError
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,9 @@ def promote(name: str, version: str) -> str | None:
     version = str(client.get_model_version(name, str(version)).version)  # raises when absent
     old = champion_version(name)
     if old is not None and old != version:
+        tables.before_registry_write("set_alias", f"model {name} alias {PREVIOUS}")
         client.set_registered_model_alias(name, PREVIOUS, old)
+    tables.before_registry_write("set_alias", f"model {name} alias {CHAMPION}")
     client.set_registered_model_alias(name, CHAMPION, version)
     errors.note_commit()
     log.info("model %s: champion v%s (was v%s)", name, version, old)
@@ -179,12 +181,14 @@ FINGERPRINT_TAG = "vocab_fingerprint"  # model version tag: that version's rows:
 
 def tag_vocabulary(name: str, version: str, vocab_version: str) -> None:
     """Record which vocabulary a version was trained with, so snapshots can follow the champion's."""
+    tables.before_registry_write("tag_version", f"model {name} v{version} {VOCAB_TAG}")
     MlflowClient().set_model_version_tag(name, str(version), VOCAB_TAG, vocab_version)
 
 
 def tag_fingerprint(name: str, version: str, fingerprint: str) -> None:
     """Record the content hash of the vocabulary a version was trained with (``vocab.fingerprint_text``),
     so scoring can refuse the version's vocabulary once its rows changed under the same name."""
+    tables.before_registry_write("tag_version", f"model {name} v{version} {FINGERPRINT_TAG}")
     MlflowClient().set_model_version_tag(name, str(version), FINGERPRINT_TAG, fingerprint)
 
 

@@ -4,7 +4,8 @@
 Fault injection (docs/reliability.md "Kill switch"): with ``SHOPFORMER_KILL_BEFORE_COMMIT=N`` in the
 environment, the process dies with ``os._exit(137)`` (as a SIGKILL would: no cleanup, no error line) right
 before the N-th write this module attempts in the process: every call below that can commit (a Delta
-commit, or landing files) counts, also a MERGE, DELETE or OPTIMIZE that then finds nothing to change.
+commit, or landing files) counts, also a MERGE, DELETE or OPTIMIZE that then finds nothing to change, and
+so does each model-registry write (``before_registry_write``: registration, version tags, aliases).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def _before_commit(what: str, path: str) -> None:
         sys.stderr.write(f"{KILL_ENV}={_attempts[0]}: killed before {what} {path}\n")
         sys.stderr.flush()
         os._exit(137)
+
+
+def before_registry_write(what: str, target: str) -> None:
+    """The same switch for the model registry's writes (a registration, a version tag, an alias): a
+    training run commits to MLflow, not to Delta, and a drill must be able to kill it between them."""
+    _before_commit(what, target)
 
 
 def exists(spark: SparkSession, path: str) -> bool:

@@ -105,8 +105,10 @@ def gate_and_register(
         max_ece_increase=t.gate_max_ece_increase,
     )
     version = pyfunc.log_model(ckpt, name)
-    registry.tag_vocabulary(name, version, str(d.vocab["version"]))
+    # The vocabulary tag last: promote_model refuses a version without it, so a run killed between these
+    # writes leaves a version that can never become champion (tests/model/test_kill_training.py).
     registry.tag_fingerprint(name, version, vocab_fp)
+    registry.tag_vocabulary(name, version, str(d.vocab["version"]))
     if ok:
         registry.promote(name, version)
     mlflow.set_tags({"gate": why, "promoted": str(ok)})

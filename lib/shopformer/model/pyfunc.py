@@ -38,6 +38,9 @@ def requirements() -> list[str]:
 
 def log_model(checkpoint: str, registered_name: str) -> str:
     """Log the checkpoint as a pyfunc in the active run and register it; returns the new version."""
+    from shopformer import tables  # here: serving this module must not import pyspark
+
+    tables.before_registry_write("register_model", f"model {registered_name}")
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=ShopformerPyfunc(),

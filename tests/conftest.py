@@ -115,6 +115,7 @@ HEAVY = (
     "test_snapshots_real_data",
     "test_item_text",
     "test_forget",
+    "test_kill_ops",
     "test_user_state",
     "test_exit_codes",
     "test_scoring",

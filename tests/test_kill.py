@@ -34,6 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,10 +286,8 @@ class Killed(BaseException):
     Exception`` of a job catches it, as nothing of the job runs after a real kill."""
 
 
-def killed_in_process(
-    night: Night, root: Path, k: int, capsys: pytest.CaptureFixture[str]
-) -> tuple[str, str]:
-    """The night's job in this process, killed before its k-th write by the switch itself
+def killed_while(run: Callable[[], object], k: int, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """``run()`` in this process, killed before its k-th write by the switch itself
     (``SHOPFORMER_KILL_BEFORE_COMMIT=k``, its counter from 0 as in a new process) with ``os._exit``
     raising ``Killed``: what it printed on stdout and stderr."""
 
@@ -301,9 +300,16 @@ def killed_in_process(
         mp.setattr(tables, "_attempts", [0])
         mp.setattr(os, "_exit", die)
         with pytest.raises(Killed, match="137"):
-            job_main(night.job)([*night.argv, *_sets(root)])
+            run()
     seen = capsys.readouterr()
     return seen.out, seen.err
+
+
+def killed_in_process(
+    night: Night, root: Path, k: int, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    """The night's job in this process, killed before its k-th write (``killed_while``)."""
+    return killed_while(lambda: job_main(night.job)([*night.argv, *_sets(root)]), k, capsys)
 
 
 def test_the_kill_points_are_every_commit_of_each_job(nights: dict[str, Night]) -> None:

@@ -3,17 +3,16 @@ become champion, and the rerun registers and promotes a whole one.
 
 Training commits to the MLflow registry, not to Delta: the new version (``pyfunc.log_model``), its two
 vocabulary tags, then the ``champion`` alias when the gate passes. The kill switch counts those writes
-(``tables.before_registry_write``). Each kill runs in this process: the switch's ``os._exit`` raises
-``Killed`` (tests/test_kill.py), so nothing of the run goes on after it; the registry (SQLite) holds
-whatever was written before, exactly as after a real kill. The training itself (data, TorchDistributor)
-is not re-run per point: the registry writes all happen in ``gate.gate_and_register`` at its end, called
-here as ``model/job.py`` calls it with a tiny real checkpoint; a kill during the training proper leaves
-only scratch files, which the next run removes (tests/model/test_scratch.py).
+(``tables.before_registry_write``). Each kill runs in this process (tests/test_kill.py ``killed_while``:
+the switch's ``os._exit`` raises ``Killed``), so nothing of the run goes on after it; the registry
+(SQLite) holds whatever was written before, exactly as after a real kill. The training itself (data,
+TorchDistributor) is not re-run per point: the registry writes all happen in ``gate.gate_and_register`` at
+its end, called here as ``model/job.py`` calls it with a tiny real checkpoint; a kill during the training
+proper leaves only scratch files, which the next run removes (tests/model/test_scratch.py).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +25,7 @@ from shopformer.config import Config, load_config
 from shopformer.model import gate
 from shopformer.ops.promote import check_promotable
 from tests.factories import tiny_model_dir
-from tests.test_kill import Killed
+from tests.test_kill import killed_while
 
 NAME = "shopformer"
 VOCAB = "v2024-01-08"
@@ -67,23 +66,6 @@ def _gate(cfg: Config, experiment: str, ckpt: str, root: Path) -> tuple[str, boo
         )
 
 
-def _killed(k: int, run: object, capsys: pytest.CaptureFixture[str]) -> str:
-    """``run()`` killed before its k-th registry write (the switch's counter from 0, as in a new process):
-    what it wrote on stderr."""
-
-    def die(code: int) -> None:
-        raise Killed(code)
-
-    capsys.readouterr()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(tables.KILL_ENV, str(k))
-        mp.setattr(tables, "_attempts", [0])
-        mp.setattr(os, "_exit", die)
-        with pytest.raises(Killed, match="137"):
-            run()  # type: ignore[operator]
-    return capsys.readouterr().err
-
-
 def _versions() -> dict[str, dict[str, str]]:
     """Every registered version of the model and its tags ({} before the model exists)."""
     found = MlflowClient().search_model_versions(f"name='{NAME}'")
@@ -107,7 +89,7 @@ def test_a_training_killed_at_each_registry_write_never_leaves_a_promotable_half
     end registers a whole version and makes it champion."""
     cfg, experiment, ckpt = _store(tmp_path)
     for k in range(1, 5):
-        err = _killed(k, lambda: _gate(cfg, experiment, ckpt, tmp_path), capsys)
+        _, err = killed_while(lambda: _gate(cfg, experiment, ckpt, tmp_path), k, capsys)
         what, target = _points(k - 1)[k - 1]  # run k registers version k - 1 (run 1 registers none)
         assert f"{tables.KILL_ENV}={k}: killed before {what} {target}" in err
         assert registry.champion_version(NAME) is None

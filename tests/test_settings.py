@@ -58,6 +58,17 @@ def test_a_bad_value_exits_2_before_the_job_module_is_imported(
     assert key.replace("\\", "").split("[")[0] in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_max_train_rows_must_be_positive(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match=rf"'train\.max_train_rows' is out of range: {value}"):
+        load_config("local", [f"train.max_train_rows={value}"])
+    with pytest.raises(SystemExit) as stop:
+        cli.entry(
+            "shopformer.no_such_job", ["--run-date", "2024-01-01", "--set", f"train.max_train_rows={value}"]
+        )
+    assert stop.value.code == 2 and "train.max_train_rows" in capsys.readouterr().err
+
+
 def test_a_good_config_reaches_the_job() -> None:
     with pytest.raises(ModuleNotFoundError, match="no_such_job"):
         cli.entry("shopformer.no_such_job", ["--run-date", "2024-01-01", "--set", "train.lr=0.01"])

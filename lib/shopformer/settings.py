@@ -207,6 +207,7 @@ class TrainSettings:
     num_processes: int
     use_gpu: bool | str
     max_eval_rows: int
+    max_train_rows: int
     experiment: str
     registered_model: str
     gate_metrics: tuple[str, ...]
@@ -223,6 +224,7 @@ class TrainSettings:
             "patience",
             "num_processes",
             "max_eval_rows",
+            "max_train_rows",
         )
         return {
             "model_size": self.model_size in ("tiny", "small", "base"),

@@ -1,4 +1,5 @@
-"""The purged time split (model/data.py): no label window of a fitted row reaches a date it is judged on."""
+"""The purged time split (model/data.py): no label window of a fitted row reaches a date it is judged on;
+the user sample that bounds the training rows keeps whole users."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import datetime as dt
 import random
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
 from shopformer.config import Config
 from shopformer.model import data
@@ -115,3 +117,27 @@ def test_rows_keep_each_tasks_label_on_its_own_dates_only(spark: SparkSession, c
     assert data.label_horizons(cfg, rows) == {"propensity": 7, "churn": 30}
     longer = rows.withColumn("propensity_horizon_days", F.lit(14))
     assert data.label_horizons(cfg, longer)["propensity"] == 14
+
+
+def user_rows(spark: SparkSession, users: int) -> DataFrame:
+    """``users`` users on 3 as-of dates each (two sources: a user is its source and id)."""
+    dates = weekly("2024-01-01", 3)
+    return spark.createDataFrame(
+        [(f"s{i % 2}", f"u{i}", x, i) for i in range(users) for x in dates],
+        "source string, user_id string, as_of_date date, seq_len int",
+    )
+
+
+def kept_users(df: DataFrame) -> dict[str, int]:
+    return {r.user_id: r["count"] for r in df.groupBy("user_id").count().collect()}
+
+
+def test_the_user_sample_keeps_whole_users_the_same_for_a_seed(spark: SparkSession) -> None:
+    rows = user_rows(spark, 40)
+    assertDataFrameEqual(data.sample_users(rows, fraction=1.0, seed=7), rows)
+    half = data.sample_users(rows, fraction=0.5, seed=7)
+    kept = kept_users(half)
+    assert 10 <= len(kept) <= 30  # about half of the 40 users ...
+    assert set(kept.values()) == {3}  # ... each with all 3 of their dates
+    assertDataFrameEqual(data.sample_users(rows, fraction=0.5, seed=7), half)  # deterministic
+    assert set(kept_users(data.sample_users(rows, fraction=0.5, seed=8))) != set(kept)

@@ -4,7 +4,8 @@ Split by as-of date, never by user: the holdout is the newest labelled as-of dat
 before, training the ones before those, each purged so that no label window reaches the next split, so every
 evaluation is "train on the past, predict the future". Only
 small, bounded things reach the driver: the date list, the vocabulary, item vectors and row samples for
-the feature scaler and for evaluation (``train.max_eval_rows``).
+the feature scaler and for evaluation (``train.max_eval_rows``). Training reads about
+``train.max_train_rows`` rows at most: a seeded sample of whole users (``sample_users``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pyspark.sql import functions as F
 from shopformer import tables
 from shopformer.config import Config
 from shopformer.errors import ShopformerError
-from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS, TASK_LABELS
+from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS, TASK_LABELS, USER_KEYS, require_columns
 
 log = logging.getLogger(__name__)
+USER_BUCKETS = 1 << 32  # resolution of the user sample's fraction (~2e-10)
 
 
 class TrainingDataError(ShopformerError):
@@ -115,6 +117,20 @@ def rows_on(rows: DataFrame, dates: dict[str, Sequence[dt.date]]) -> DataFrame:
         keep = F.col("as_of_date").isin(list(dates.get(task, [])))
         out = out.withColumn(label, F.when(keep, F.col(label)).otherwise(F.lit(-1)))
     return out
+
+
+def sample_users(df: DataFrame, *, fraction: float, seed: int) -> DataFrame:
+    """About ``fraction`` of the rows, by whole users: a row stays when a seeded hash of its user's keys,
+    mapped to [0, 1), is below ``fraction``. A user is in or out on every as-of date (pretraining and
+    fine-tuning see one user's whole history or none of it, and the three datasets the same users), and the
+    same users for one seed in every run: training stays reproducible. ``fraction >= 1``: every row."""
+    require_columns(df, USER_KEYS, "sample_users")
+    if fraction <= 0:
+        raise ValueError(f"sample_users: fraction must be > 0, got {fraction}")
+    if fraction >= 1:
+        return df.select(*df.columns)
+    bucket = F.pmod(F.xxhash64(*USER_KEYS, F.lit(seed)), F.lit(USER_BUCKETS)) / F.lit(float(USER_BUCKETS))
+    return df.where(bucket < F.lit(float(fraction))).select(*df.columns)
 
 
 def _zeros(n: int, dtype: str) -> Column:

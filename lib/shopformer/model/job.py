@@ -167,7 +167,7 @@ def _transfer(model: ShopformerModel, source: str, vocab_version: str, tmp: str)
     mlflow.log_params({"transfer_from": source, "transfer_copied": len(copied)})
 
 
-def _converter(df: DataFrame, shards: int, seed: int) -> Any:
+def _converter(df: DataFrame, shards: int, seed: int, rows: int | None = None) -> Any:
     """Petastorm needs at least one Parquet row group per shard: write >= 2 files per training process.
     Every run of one command writes the same files with the same rows in the same (shuffled) order, so
     training is reproducible: the file count follows the row count (not the plan's partitions, which
@@ -175,12 +175,36 @@ def _converter(df: DataFrame, shards: int, seed: int) -> Any:
     from petastorm.spark import make_spark_converter
 
     order = F.xxhash64(*KEYS, F.lit(seed))
-    files = max(2 * shards, -(-df.count() // ROWS_PER_FILE))
+    n = df.count() if rows is None else rows  # ``rows``: the count, when the caller has it already
+    files = max(2 * shards, -(-n // ROWS_PER_FILE))
     conv = make_spark_converter(df.repartition(files, order).sortWithinPartitions(order).drop(*KEYS))
     # Petastorm shards and shuffles row groups by their index in this list, which Spark's inputFiles()
     # gives in directory order: sorted, the part numbers fix it whatever the files' random suffixes.
     conv.file_urls = sorted(conv.file_urls)
     return conv
+
+
+def _converters(cfg: Config, d: Data) -> tuple[Any, Any, Any]:
+    """Pretraining, fine-tuning and validation converters over one sample of whole users, the same users
+    in all three, when the rows up to the holdout exceed ``train.max_train_rows`` (every row otherwise):
+    a weekly run over billions of snapshot rows trains on millions. Evaluation is not sampled here."""
+    t = cfg.settings.train
+    total = d.rows.count()  # cached by prepare(): cheap
+    fraction = min(1.0, t.max_train_rows / max(total, 1))
+    rows = train_data.sample_users(d.rows, fraction=fraction, seed=t.seed)
+    pre = _converter(rows, t.num_processes, t.seed, rows=total if fraction >= 1 else None)
+    if fraction < 1:
+        log.info(
+            "training on a sample of users: fraction %.6f, %d of %d rows (train.max_train_rows=%d)",
+            fraction,
+            len(pre),
+            total,
+            t.max_train_rows,
+        )
+    mlflow.log_param("train.sample_fraction", fraction)
+    fine = _converter(train_data.rows_on(rows, d.split.train), t.num_processes, t.seed)
+    valid = _converter(train_data.rows_on(rows, d.split.valid), t.num_processes, t.seed)
+    return pre, fine, valid
 
 
 def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, out: str, run_id: str) -> dict:
@@ -191,10 +215,7 @@ def distributed_train(spark: SparkSession, cfg: Config, d: Data, *, init: str, o
 
     t = cfg.settings.train
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{_shared_dir(cfg)}")
-    procs = t.num_processes
-    pre = _converter(d.rows, procs, t.seed)
-    fine = _converter(train_data.rows_on(d.rows, d.split.train), procs, t.seed)
-    valid = _converter(train_data.rows_on(d.rows, d.split.valid), procs, t.seed)
+    pre, fine, valid = _converters(cfg, d)
     try:
         spec = TrainSpec(
             init_checkpoint=init,

@@ -1,6 +1,6 @@
 """DuckDB reference: what ``jobs/ingest_events.py`` + ``jobs/sessionize.py`` compute, as one SQL query.
 
-Reads the synthetic shop's raw Parquet landing files (``<landing>/date=YYYY-MM-DD/*.parquet``, every column a
+Reads the synthetic shop's raw Parquet or CSV landing files (``<landing>/date=YYYY-MM-DD/*``, every column a
 string), drops what the ingest would reject as far as SQL on these columns expresses it, collapses duplicates
 on the columns that make up an event id, starts a new session when the gap to the user's previous event is
 >= ``--gap-minutes`` (or at the user's first event) and writes one row per session to Parquet.
@@ -33,8 +33,13 @@ SELECT nullif(trim(user_id), '') AS user_id,
        try_cast(nullif(trim(price), '') AS DOUBLE) AS price,
        nullif(trim(user_session), '') AS source_session_id,
        CAST(date AS DATE) AS landing_date
-FROM read_parquet('{glob}', hive_partitioning = true)
+FROM {reader}
 """
+# The landing formats the synthetic shop writes (synthetic.format): every column read as text, as ingest does.
+READERS = {
+    "parquet": "read_parquet('{landing}/date=*/*.parquet', hive_partitioning = true)",
+    "csv": "read_csv('{landing}/date=*/*.csv', header = true, all_varchar = true, hive_partitioning = true)",
+}
 
 VALID = """
 WHERE user_id IS NOT NULL AND item_id IS NOT NULL AND event_time IS NOT NULL
@@ -66,9 +71,9 @@ FROM numbered GROUP BY user_id, session_no
 """
 
 
-def build_query(landing: Path, *, gap_minutes: int, future_hours: int) -> str:
+def build_query(landing: Path, *, gap_minutes: int, future_hours: int, fmt: str = "parquet") -> str:
     """The whole job as one statement (the ``COPY`` body)."""
-    clean = CLEAN.format(glob=f"{landing}/date=*/*.parquet")
+    clean = CLEAN.format(reader=READERS[fmt].format(landing=landing))
     valid = VALID.format(future_hours=future_hours)
     return SESSIONS.format(clean=clean, valid=valid, gap_s=gap_minutes * 60)
 
@@ -78,12 +83,14 @@ def _setting(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return str(row[0]) if row else ""
 
 
-def run(landing: Path, out: Path, *, threads: int, gap_minutes: int, future_hours: int) -> dict[str, object]:
+def run(
+    landing: Path, out: Path, *, threads: int, gap_minutes: int, future_hours: int, fmt: str = "parquet"
+) -> dict[str, object]:
     """Run the query into ``out`` (Parquet); returns timings and counts read back from the small output."""
     out.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config={"threads": threads, "temp_directory": str(out.parent / "duckdb_tmp")})
     t0 = time.perf_counter()
-    query = build_query(landing, gap_minutes=gap_minutes, future_hours=future_hours)
+    query = build_query(landing, gap_minutes=gap_minutes, future_hours=future_hours, fmt=fmt)
     con.execute(f"COPY ({query}) TO '{out}' (FORMAT parquet)")
     query_s = time.perf_counter() - t0
     sessions, events, purchases = con.execute(
@@ -91,6 +98,8 @@ def run(landing: Path, out: Path, *, threads: int, gap_minutes: int, future_hour
     ).fetchone() or (0, 0, 0)
     raw_rows = con.execute(
         f"SELECT sum(num_rows) FROM parquet_file_metadata('{landing}/date=*/*.parquet')"
+        if fmt == "parquet"  # CSV: the raw rows would cost another full read; the ingest counts them
+        else "SELECT NULL"
     ).fetchone()
     return {
         "duckdb_version": duckdb.__version__,
@@ -112,10 +121,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--gap-minutes", type=int, default=30)
     p.add_argument("--max-future-hours", type=int, default=24)
+    p.add_argument("--format", choices=sorted(READERS), default="parquet", help="landing files' format")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run(
-        ns.landing, ns.out, threads=ns.threads, gap_minutes=ns.gap_minutes, future_hours=ns.max_future_hours
+        ns.landing,
+        ns.out,
+        threads=ns.threads,
+        gap_minutes=ns.gap_minutes,
+        future_hours=ns.max_future_hours,
+        fmt=ns.format,
     )
     log.info(
         "duckdb sessionized %s events into %s sessions in %.1f s",

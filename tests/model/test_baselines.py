@@ -139,6 +139,19 @@ def test_a_baseline_that_cannot_fit_gets_a_note_row(splits: tuple, tmp_path: Pat
     assert "fit failed" in (tmp_path / "report.md").read_text()
 
 
+def test_a_task_without_training_rows_gets_note_rows_not_nan_scores(splits: tuple) -> None:
+    """A training sample with no churn label at all (seen at scale: a biased sample cut the purged split's
+    early dates) used to give base_rate NaN scores, and the NaN stopped the training run."""
+    train, valid, holdout = splits
+    unlabelled = train.assign(label_churn=np.nan)
+    res = run_baselines(
+        unlabelled, valid, holdout, tasks=["churn"], names=["base_rate", "recency"], threads=1
+    )
+    notes = res.results.set_index("model")["note"]
+    assert notes["base_rate"] == "fit failed: no labelled churn rows in the training split"
+    assert list(res.fitted) == [("recency", "churn")]  # recency needs no training rows
+
+
 def test_gbdt_without_usable_validation_still_fits(splits: tuple) -> None:
     train, valid, _ = splits
     with threadpool_limits(limits=1):

@@ -141,3 +141,23 @@ def test_the_user_sample_keeps_whole_users_the_same_for_a_seed(spark: SparkSessi
     assert set(kept.values()) == {3}  # ... each with all 3 of their dates
     assertDataFrameEqual(data.sample_users(rows, fraction=0.5, seed=7), half)  # deterministic
     assert set(kept_users(data.sample_users(rows, fraction=0.5, seed=8))) != set(kept)
+
+
+def test_evaluation_sample_draws_from_every_as_of_date(spark: SparkSession, tmp_path) -> None:
+    """holdout.sample keeps about max_rows rows spread evenly over the dates. It used to sample then
+    limit, and the limit kept the rows of the biggest file (read first): small dates vanished whole."""
+    from shopformer.model.holdout import sample
+
+    sizes = {D("2024-01-08"): 60, D("2024-01-15"): 60, D("2024-03-04"): 1800}
+    rows = [("shop", f"u{i}", day) for day, n in sizes.items() for i in range(n)]
+    schema = "source string, user_id string, as_of_date date"
+    spark.createDataFrame(rows, schema).write.partitionBy("as_of_date").parquet(str(tmp_path / "t"))
+    df = spark.read.parquet(str(tmp_path / "t"))
+    got = sample(df, 600, seed=7)
+    assert 540 <= len(got) <= 660
+    per_date = got["as_of_date"].value_counts()
+    for day, n in sizes.items():  # each date near its share of 600 rows (binomial, 4 sd)
+        expect = n * 600 / 1920
+        assert abs(per_date.get(day, 0) - expect) <= 4 * (expect**0.5), (day, per_date.to_dict())
+    assert got.equals(sample(df, 600, seed=7))  # same rows every run
+    assert len(sample(df, 5000)) == 1920  # under the cap: every row

@@ -105,8 +105,9 @@ def _calibrate(fitted: Fitted, valid: pd.DataFrame) -> Fitted:
 def fit_base_rate(train: pd.DataFrame, valid: pd.DataFrame, task: str) -> Fitted:
     """Everyone gets the train positive rate: the floor every model must clear (AUC 0.5)."""
     _, y = labelled(train, task)
-    rate = float(y.mean()) if y.size else float("nan")
-    return Fitted("base_rate", task, {"rate": rate}, info={"n_train": int(y.size)})
+    if not y.size:  # like the other baselines: a "fit failed" row, not NaN scores that stop the run
+        raise ValueError(f"no labelled {task} rows in the training split")
+    return Fitted("base_rate", task, {"rate": float(y.mean())}, info={"n_train": int(y.size)})
 
 
 def fit_recency(train: pd.DataFrame, valid: pd.DataFrame, task: str) -> Fitted:

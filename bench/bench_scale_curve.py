@@ -59,11 +59,14 @@ WARNINGS = {
 }
 
 
-def steps(root: Path, users: int, files: int, job_sets: list[str]) -> list[tuple[str, list[str], str]]:
+def steps(
+    root: Path, users: int, files: int, job_sets: list[str], days: int = DAYS
+) -> list[tuple[str, list[str], str]]:
     """(name, command, result tag) in run order; the shop and root are the only settings given."""
-    end = START + dt.timedelta(days=DAYS)  # the last landing folder: the period's late rows
+    end = START + dt.timedelta(days=days)  # the last landing folder: the period's late rows
     first = START + dt.timedelta(days=7)
-    base = [f"paths.root={root}", f"synthetic.users={users}", f"synthetic.files_per_day={files}", *job_sets]
+    shop = [f"synthetic.users={users}", f"synthetic.files_per_day={files}", f"synthetic.days={days}"]
+    base = [f"paths.root={root}", *shop, *job_sets]
 
     def job(name: str, *args: str, extra: tuple[str, ...] = ()) -> list[str]:
         return [PYTHON, f"jobs/{name}.py", *args, *[a for s in [*base, *extra] for a in ("--set", s)]]
@@ -103,7 +106,7 @@ def warnings_in(log_file: str) -> dict[str, int]:
 def run_curve(ns: argparse.Namespace) -> dict[str, Any]:
     users, files = PRESETS[ns.size]
     users, files = ns.users or users, ns.files_per_day or files
-    root = Path(ns.workdir) / f"curve_{ns.size}"
+    root = Path(ns.workdir) / (ns.name or f"curve_{ns.size}")
     if ns.reuse_landing:  # everything but the landing files and the shop's truth
         for sub in ("warehouse", "duckdb", "logs", "mlruns", "petastorm_cache"):
             shutil.rmtree(root / sub, ignore_errors=True)
@@ -112,8 +115,14 @@ def run_curve(ns: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
     log_dir = root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"size": ns.size, "users": users, "files_per_day": files, "steps": {}}
-    for name, cmd, tag in steps(root, users, files, ns.job_set):
+    result: dict[str, Any] = {
+        "size": ns.size,
+        "users": users,
+        "days": ns.days,
+        "sets": ns.job_set,
+        "steps": {},
+    }
+    for name, cmd, tag in steps(root, users, files, ns.job_set, ns.days):
         if name == "generate" and ns.reuse_landing:
             continue
         step, out = run_step(name, cmd, log_dir, ns.max_idle_wait)
@@ -125,6 +134,8 @@ def run_curve(ns: argparse.Namespace) -> dict[str, Any]:
         }
         if step.rc != 0 or not step.summary:
             log.error("%s failed (rc=%d); see %s", name, step.rc, step.log_file)
+            break
+        if name == ns.until:
             break
     add_costs(result)
     return result | {
@@ -169,13 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="/tmp/shopformer-bench")
     p.add_argument("--reuse-landing", action="store_true", help="skip generate; reuse the landing files")
     p.add_argument(
-        "--job-set", action="append", default=[], metavar="KEY=VALUE", help="recorded; default none"
+        "--job-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for every job: the shop's shape (synthetic.*); none for the curve",
     )
     p.add_argument("--max-idle-wait", type=float, default=900.0)
+    p.add_argument("--days", type=int, default=DAYS, help="synthetic.days (default: the product default)")
+    p.add_argument("--until", help="stop after this step (e.g. snapshots_weekly)")
+    p.add_argument("--name", help="work folder and results name (default curve_<size>)")
     p.add_argument("--out", type=Path)
     ns = p.parse_args(argv)
     result = run_curve(ns)
-    out = ns.out or REPO / "bench" / "results" / f"scale_curve_{ns.size}.json"
+    out = ns.out or REPO / "bench" / "results" / f"scale_{ns.name or 'curve_' + ns.size}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     log.info("results written to %s", out)
     print(table(result))  # noqa: T201 - the results table is the one thing printed

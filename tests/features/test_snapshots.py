@@ -299,3 +299,39 @@ def test_a_transactions_only_source_gets_purchase_sequences_and_no_price_labels(
     assert got.where(F.exists("seq_event_type", lambda t: (t != 0) & (t != 4))).count() == 0
     assert got.where(F.col("price_n_views").isNotNull() | F.col("view_to_cart_rate").isNotNull()).count() == 0
     assert got.where(F.col("label_propensity").isNull()).count() == 0
+
+
+# ---------------------------------------------------------------------------------- sparse shop shape
+
+
+def test_many_users_many_dates_few_events_each_match_an_independent_count(spark: SparkSession) -> None:
+    """The shape of a real transactions file that stalled the build at scale (issue 15: 23,570 customers,
+    ~3 lines each, 39 weekly dates): every date's population and propensity labels, counted in Python."""
+    rnd = random.Random(11)
+    start, cutoff = dt.date(2024, 1, 1), D("2024-05-20")
+    rows = []
+    for u in range(240):  # 1-3 events each, at noon on random days of 140
+        for _ in range(rnd.randint(1, 3)):
+            day = start + dt.timedelta(days=rnd.randrange(140))
+            etype = rnd.choice(["view", "purchase"])
+            rows.append((f"u{u:03d}", f"{day} 12:00", etype, f"i{rnd.randrange(9)}", 10.0))
+    dates = [D("2024-01-08") + dt.timedelta(days=7 * i) for i in range(20)]
+    agg = AggregateSettings(windows_days=(7, 30), population_days=60, churn_active_days=30)
+    got = build_snapshots(
+        prepared(silver(spark, rows)),
+        as_of_dates=dates,
+        s=SnapshotSettings(max_len=4, price_max_views=3, aggregates=agg),
+        label_cutoff=cutoff,
+        vocab_version="v1",
+        run_id="t",
+    ).select("user_id", "as_of_date", "label_propensity")
+    days = {(u, D(t[:10]), e) for u, t, e, *_ in rows}
+    expected = []
+    for t in dates:
+        for u in sorted({u for u, d, _ in days if t - dt.timedelta(days=60) <= d < t}):
+            bought = any(x == u and e == "purchase" and t <= d < t + dt.timedelta(days=7) for x, d, e in days)
+            ready = t + dt.timedelta(days=7) <= cutoff
+            expected.append((u, t, int(bought) if ready else None))
+    schema = "user_id string, as_of_date date, label_propensity int"
+    assertDataFrameEqual(got, spark.createDataFrame(expected, schema))
+    assert len(expected) > 1500 and len({d for _, d, _ in expected}) == 20

@@ -25,7 +25,7 @@ from shopformer.errors import ShopformerError
 from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS, TASK_LABELS, USER_KEYS, require_columns
 
 log = logging.getLogger(__name__)
-USER_BUCKETS = 1 << 32  # resolution of the user sample's fraction (~2e-10)
+HASH_BUCKETS = 1 << 32  # resolution of a seeded sample's fraction (~2e-10)
 
 
 class TrainingDataError(ShopformerError):
@@ -119,6 +119,12 @@ def rows_on(rows: DataFrame, dates: dict[str, Sequence[dt.date]]) -> DataFrame:
     return out
 
 
+def seeded_unit(columns: Sequence[str], seed: int) -> Column:
+    """A seeded hash of ``columns`` mapped to [0, 1): rows below a fraction form a sample that is the same
+    in every run of one seed (the training sample of users, the evaluation sample of rows)."""
+    return F.pmod(F.xxhash64(*columns, F.lit(seed)), F.lit(HASH_BUCKETS)) / F.lit(float(HASH_BUCKETS))
+
+
 def sample_users(df: DataFrame, *, fraction: float, seed: int) -> DataFrame:
     """About ``fraction`` of the rows, by whole users: a row stays when a seeded hash of its user's keys,
     mapped to [0, 1), is below ``fraction``. A user is in or out on every as-of date (pretraining and
@@ -129,8 +135,7 @@ def sample_users(df: DataFrame, *, fraction: float, seed: int) -> DataFrame:
         raise ValueError(f"sample_users: fraction must be > 0, got {fraction}")
     if fraction >= 1:
         return df.select(*df.columns)
-    bucket = F.pmod(F.xxhash64(*USER_KEYS, F.lit(seed)), F.lit(USER_BUCKETS)) / F.lit(float(USER_BUCKETS))
-    return df.where(bucket < F.lit(float(fraction))).select(*df.columns)
+    return df.where(seeded_unit(USER_KEYS, seed) < F.lit(float(fraction))).select(*df.columns)
 
 
 def _zeros(n: int, dtype: str) -> Column:

@@ -20,7 +20,6 @@ from shopformer.schemas import SNAPSHOT_KEYS, TASK_LABELS
 
 KEYS = SNAPSHOT_KEYS
 LABEL = TASK_LABELS
-BUCKETS = 1 << 32  # resolution of the sample's fraction
 
 
 def sample(df: DataFrame, max_rows: int, seed: int = 7) -> pd.DataFrame:
@@ -32,8 +31,7 @@ def sample(df: DataFrame, max_rows: int, seed: int = 7) -> pd.DataFrame:
     n = df.count()
     if n <= max_rows:
         return df.toPandas()
-    bucket = F.pmod(F.xxhash64(*KEYS, F.lit(seed)), F.lit(BUCKETS)) / F.lit(float(BUCKETS))
-    return df.where(bucket < F.lit(max_rows / n)).toPandas()
+    return df.where(train_data.seeded_unit(KEYS, seed) < F.lit(max_rows / n)).toPandas()
 
 
 @dataclass

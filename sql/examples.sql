@@ -2,7 +2,8 @@
 --
 -- They use the temporary views that shopformer.scoring.sql_views.register_views(spark, cfg) creates:
 --   scores_user_scores (published nights only), scores_latest_user_scores (newest published night per
---   source), scores_published_nights, scores_score_quality, gold_user_snapshots.
+--   source), scores_published_nights, scores_score_quality, gold_user_snapshots, and silver_events,
+--   silver_sessions (published event dates only: docs/sessionization.md "Published dates").
 -- The score views show a night only once scores.published_nights says it is whole and score quality judged
 -- it (docs/scoring.md "Published nights"). A path-based table, e.g. delta.`data/warehouse/scores/user_scores`,
 -- reads every written row instead: join scores.published_nights as sql_views.PUBLISHED does.
@@ -80,3 +81,14 @@ SELECT source, as_of_date, score, metric, value, threshold, note, model_version,
 FROM scores_score_quality
 WHERE breached
 ORDER BY as_of_date DESC, source, score, metric;
+
+-- name: sessions_per_day
+-- Sessions, their length, conversion and revenue per start date, from published silver dates only: a night
+-- that sessionize is rewriting (or that a killed run left half-written) is not counted half.
+SELECT source, session_date, count(*) AS sessions,
+       avg(duration_s) AS avg_duration_s,
+       avg(CASE WHEN n_purchases > 0 THEN 1.0 ELSE 0.0 END) AS conversion,
+       sum(revenue) AS revenue
+FROM silver_sessions
+GROUP BY source, session_date
+ORDER BY source, session_date;

@@ -25,6 +25,7 @@ TABLE_SCHEMAS: dict[str, StructType] = {
     "bronze.events": schemas.BRONZE_EVENTS,
     "bronze.events_rejected": schemas.BRONZE_REJECTED,
     "silver.sessions": schemas.SILVER_SESSIONS,
+    "silver.published_dates": schemas.SILVER_PUBLISHED_DATES,
     "gold.vocabularies": schemas.GOLD_VOCABULARIES,
     "gold.item_embeddings": schemas.GOLD_ITEM_EMBEDDINGS,
     "scores.user_scores": schemas.SCORES_USER_SCORES,

@@ -125,6 +125,17 @@ SILVER_SESSIONS = StructType(
 )
 
 
+# silver.published_dates: the event dates whose silver rows are whole (docs/sessionization.md "Published
+# dates"). A sessionize run first removes the dates it recomputes, last writes them back: the silver views
+# (scoring.sql_views) show only these dates, so a reader never sees a half-sessionized night.
+SILVER_PUBLISHED_DATES = StructType(
+    [
+        StructField("event_date", DateType(), False),
+        StructField("sessionize_run_id", StringType(), False),
+        StructField("published_at", TimestampType(), False),
+    ]
+)
+
 # gold.vocabularies: token -> id per kind (item | category | brand), one partition per vocab_version.
 GOLD_VOCABULARIES = StructType(
     [

@@ -32,6 +32,7 @@ from pyspark.testing import assertDataFrameEqual
 from shopformer import tables
 from shopformer.config import Config, load_config
 from shopformer.ops.jobs import job_main
+from shopformer.scoring import sql_views
 from tests.pipeline import airflow_pipeline as ap
 
 # Budget per test, enforced (pytest-timeout; the first test pays for the module's pipeline fixture and,
@@ -78,6 +79,7 @@ TABLES = (
     "bronze_events_rejected",
     "silver_events",
     "silver_sessions",
+    "silver_published_dates",
     "gold_user_snapshots",
 )
 
@@ -137,6 +139,18 @@ def test_every_accepted_event_is_in_exactly_one_session(
     assert (last["first_date"], last["end_date"]) == (LAST_EVENT_DAY, LAST_LANDING)
     n_last = events.where(F.col("event_date") >= F.lit(LAST_EVENT_DAY).cast("date")).count()
     assert last["events"] == n_last
+
+
+def test_the_silver_views_show_every_row_once_the_nights_are_published(
+    spark: SparkSession, e2e_cfg: Config
+) -> None:
+    """A range run, then a night with late events and sessions crossing midnight: every date is published,
+    so the published-dates views (docs/sessionization.md) hide nothing."""
+    sql_views.register_views(spark, e2e_cfg)
+    for name in ("silver_events", "silver_sessions"):
+        assertDataFrameEqual(spark.table(name), table(spark, e2e_cfg, name))
+    crossing = spark.table("silver_sessions").where(F.to_date("session_end") > F.col("session_date"))
+    assert crossing.count() > 0  # the shop has sessions the date rule must place by their end
 
 
 def test_rerunning_the_last_night_changes_nothing(

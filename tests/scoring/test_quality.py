@@ -226,6 +226,9 @@ def test_every_sql_example_runs_and_returns_the_expected_users(
         "scores_latest_user_scores",
         "scores_score_quality",
         "gold_user_snapshots",
+        "silver_published_dates",
+        "silver_events",
+        "silver_sessions",
     }
     examples = sql_views.example_queries()
     results = {name: spark.sql(query).collect() for name, query in examples.items()}

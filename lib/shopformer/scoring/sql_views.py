@@ -3,7 +3,8 @@
 The tables live at paths (no metastore), so SQL users either write ``delta.`/path``` or call
 ``register_views(spark, cfg)`` once per session and query ``scores_user_scores``,
 ``scores_latest_user_scores``, ``scores_user_embeddings``, ``scores_user_next_items``,
-``scores_published_nights``, ``scores_score_quality`` and ``gold_user_snapshots`` by name
+``scores_published_nights``, ``scores_score_quality``, ``gold_user_snapshots``, ``silver_events``,
+``silver_sessions`` and ``silver_published_dates`` by name
 (docs/scoring.md "SQL"; the queries in sql/examples.sql use these names).
 
 Views are SQL text (``CREATE TEMP VIEW ... AS SELECT * FROM delta.`path```), not DataFrames: Spark
@@ -12,6 +13,9 @@ re-analyses a SQL view on every query, so a view created before tonight's run sh
 The score views show published nights only (``scoring.publish``): a night of scores.published_nights
 whose quality was judged, and of it only the rows of the recorded scoring run and model version, so a
 night whose three tables are not all written yet, or that a rerun is rewriting, is not seen half-done.
+The silver views show published event dates only (``sessions.job``): the events of a date of
+silver.published_dates, and the sessions that end on one, so a sessionize run between its commits (or
+killed there) hides its dates instead of showing events without their sessions.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from shopformer.schemas import (
     SCORES_USER_EMBEDDINGS,
     SCORES_USER_NEXT_ITEMS,
     SCORES_USER_SCORES,
+    SILVER_EVENTS,
+    SILVER_PUBLISHED_DATES,
+    SILVER_SESSIONS,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,18 @@ LEFT SEMI JOIN scores_published_nights AS p
   ON s.source = p.source AND s.as_of_date = p.as_of_date
  AND s.model_version = p.model_version AND s.run_id = p.scoring_run_id
  AND p.quality_verdict <> 'pending'
+"""
+# Silver's rows of published event dates. A session belongs to the date of its last event (its end, as
+# days since the epoch: no session time zone): the date of the last run that rewrote it.
+SILVER_PUBLISHED = {
+    "silver_events": "e.event_date",
+    "silver_sessions": "date_from_unix_date(CAST(floor(unix_seconds(e.session_end) / 86400) AS INT))",
+}
+SILVER_VIEW = """
+CREATE OR REPLACE TEMP VIEW {name} AS
+SELECT e.*
+FROM {table} AS e
+LEFT SEMI JOIN silver_published_dates AS p ON {day} = p.event_date
 """
 SCORE_TABLES = {
     "scores_user_scores": SCORES_USER_SCORES,
@@ -87,6 +106,20 @@ def _published_view(spark: SparkSession, name: str, path: str, schema: StructTyp
         _view(spark, name, path, schema)
 
 
+def _silver_views(spark: SparkSession, cfg: Config) -> list[str]:
+    """silver_published_dates, then silver_events and silver_sessions restricted to its dates (empty,
+    of their schema, while a table is absent: nothing is published before the first sessionize run)."""
+    _view(spark, "silver_published_dates", cfg.table("silver_published_dates"), SILVER_PUBLISHED_DATES)
+    published = tables.exists(spark, cfg.table("silver_published_dates"))
+    for (name, day), schema in zip(SILVER_PUBLISHED.items(), (SILVER_EVENTS, SILVER_SESSIONS), strict=True):
+        path = cfg.table(name)
+        if published and tables.exists(spark, path):
+            spark.sql(SILVER_VIEW.format(name=name, table=delta_ref(path), day=day))
+        else:
+            spark.createDataFrame([], schema).createOrReplaceTempView(name)
+    return ["silver_published_dates", *SILVER_PUBLISHED]
+
+
 def register_views(spark: SparkSession, cfg: Config) -> list[str]:
     """Create (or replace) the session's temporary views; returns their names."""
     windows = list(cfg.settings.snapshots.windows_days)
@@ -100,7 +133,7 @@ def register_views(spark: SparkSession, cfg: Config) -> list[str]:
     for name, schema in SCORE_TABLES.items():  # after scores_published_nights, which they join
         _published_view(spark, name, cfg.table(name), schema)
     spark.sql(LATEST)
-    names = [*sources, *SCORE_TABLES, "scores_latest_user_scores"]
+    names = [*sources, *SCORE_TABLES, "scores_latest_user_scores", *_silver_views(spark, cfg)]
     log.info("temporary views: %s", names)
     return names
 

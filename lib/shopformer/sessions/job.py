@@ -5,6 +5,12 @@ Range recomputed: from the earliest event date touched by the run's ingests (lat
 equals a full recompute over all of bronze, as long as runs happen in date order (Airflow
 ``depends_on_past``). Only events ingested on or before ``E`` count, so a rerun of ``E`` gives the same
 table whatever landed later.
+
+Whole nights for readers: a run's four commits are (1) its dates ``[S, E]`` removed from
+silver.published_dates (``S`` <= ``M``: the start date of the earliest session the run continues),
+(2) silver.events, (3) the silver.sessions MERGE, (4) ``[S, E]`` published again.
+The silver views (``scoring.sql_views``) show published dates only, so a run killed after (1) hides its
+dates instead of showing events without their sessions; its rerun publishes them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pyspark.sql import functions as F
 
 from shopformer import cli, tables
 from shopformer.config import Config
-from shopformer.schemas import BRONZE_EVENTS, SILVER_EVENTS, SILVER_SESSIONS
+from shopformer.schemas import BRONZE_EVENTS, SILVER_EVENTS, SILVER_PUBLISHED_DATES, SILVER_SESSIONS
 from shopformer.sessions.transforms import CARRY_IN_COLUMNS, assign_sessions, summarize_sessions
 from shopformer.spark import build_spark
 
@@ -82,15 +88,72 @@ def run(
     events = bronze.where(F.col("event_date").between(first, end) & (F.col("ingest_date") <= end))
     carry = _carry_in(silver, first, gap) if not full else silver.limit(0).select(*CARRY_IN_COLUMNS)
     annotated = assign_sessions(events, carry_in=carry, gap_minutes=gap, run_id=run_id)
+    hidden = _hidden_from(carry, first)
+    _unpublish(spark, cfg, silver, first=hidden, end=end, run_id=run_id)
     tables.replace_where(
         annotated,
         silver_path,
-        predicate=f"event_date >= {_d(first)} AND event_date <= {_d(end)}",
+        predicate=_range(first, end),
         schema=SILVER_EVENTS,
         partition_by=["event_date"],
         run_id=run_id,
     )
-    return _merge_sessions(spark, cfg, first=first, end=end, run_id=run_id)
+    report = _merge_sessions(spark, cfg, first=first, end=end, run_id=run_id)
+    _publish(spark, cfg, first=hidden, end=end, run_id=run_id)
+    return report
+
+
+def _hidden_from(carry: DataFrame, first: dt.date) -> dt.date:
+    """The first date the run hides from readers: ``first``, or the start date of the earliest session
+    the carry-in continues (a session crossing midnight into ``first`` is rewritten whole, so the events
+    of its first day must be hidden with it)."""
+    start = carry.agg(F.min(F.to_date("session_start"))).first()
+    return min(first, start[0]) if start and start[0] else first
+
+
+def _range(first: dt.date, end: dt.date) -> str:
+    return f"event_date >= {_d(first)} AND event_date <= {_d(end)}"
+
+
+def _unpublish(
+    spark: SparkSession, cfg: Config, silver: DataFrame, *, first: dt.date, end: dt.date, run_id: str
+) -> None:
+    """The run's first commit: ``[first, end]`` leaves silver.published_dates, so the silver views hide
+    those dates until ``_publish``. A silver written before the table existed gets it now, with every
+    date outside the range published as it is (the first run cannot tell a half night it did not see)."""
+    path = cfg.table("silver_published_dates")
+    if tables.exists(spark, path):
+        rows, predicate = spark.createDataFrame([], SILVER_PUBLISHED_DATES), _range(first, end)
+    else:
+        predicate = f"NOT ({_range(first, end)})"
+        rows = (
+            silver.where(predicate)
+            .groupBy("event_date")
+            .agg(F.max("sessionize_run_id").alias("sessionize_run_id"))
+            .withColumn("published_at", _at(end))
+        )
+    tables.replace_where(
+        rows, path, predicate=predicate, schema=SILVER_PUBLISHED_DATES, partition_by=[], run_id=run_id
+    )
+
+
+def _publish(spark: SparkSession, cfg: Config, *, first: dt.date, end: dt.date, run_id: str) -> None:
+    """The run's last commit: every date of ``[first, end]`` (days without events too) is published."""
+    days = spark.range(1).select(F.explode(F.sequence(F.lit(first), F.lit(end))).alias("event_date"))
+    rows = days.select("event_date", F.lit(run_id).alias("sessionize_run_id"), _at(end).alias("published_at"))
+    tables.replace_where(
+        rows,
+        cfg.table("silver_published_dates"),
+        predicate=_range(first, end),
+        schema=SILVER_PUBLISHED_DATES,
+        partition_by=[],
+        run_id=run_id,
+    )
+
+
+def _at(day: dt.date) -> F.Column:
+    """Midnight UTC of the run's end date: the logical time of the run, never the clock."""
+    return F.lit(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
 
 
 def _merge_sessions(

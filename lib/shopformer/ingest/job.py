@@ -13,7 +13,6 @@ copy is held in memory (``persist``), so the driver's memory does not grow with 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +28,7 @@ from shopformer.errors import BadInputError, ConfigError, ReconciliationError, S
 from shopformer.ingest import manifest, sources
 from shopformer.ingest import transforms as ingest
 from shopformer.ingest.layouts import first_line
-from shopformer.ingest.raw import read_raw
+from shopformer.ingest.raw import read_dated
 from shopformer.ingest.sources import SourceMapping
 from shopformer.ingest.staging import Staging, staging_path
 from shopformer.schemas import BRONZE_EVENTS, BRONZE_INGESTED_FILES, BRONZE_REJECTED
@@ -77,24 +76,25 @@ def landing_paths(
 
 
 def read_batch(spark: SparkSession, cfg: Config, m: SourceMapping, reads: list[manifest.Read]) -> DataFrame:
-    """Raw rows of every file the run reads, each folder checked against the mapping before anything runs."""
+    """Raw rows of every file the run reads, each layout checked against the mapping before anything runs;
+    the files of all its landing dates are read by layout (``raw.read_dated``), the side file joined once."""
     lookup = sources.read_lookup(spark, cfg, m)
     key = m.lookup.key if m.lookup else None
-    frames = []
+    batches = []
     for r in reads:
         if not r.files:
             log.warning(
                 "%s: every file there was read by another landing date's run: nothing to read", r.where
             )
             continue
-        extra = lookup.columns if lookup is not None else ()
-        raw = read_raw(spark, m, [f.path for f in r.files], r.ingest_date, lookup_columns=extra)
-        raw = raw.transform(ingest.join_lookup, lookup=lookup, key=key)
-        sources.check_expressions(raw, m, r.where)
-        frames.append(raw)
-    if not frames:
+        batches.append((r.ingest_date, [f.path for f in r.files]))
+    if not batches:
         raise SourceError(f"nothing to read at {', '.join(r.where for r in reads)}: see the log")
-    return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+    extra = lookup.columns if lookup is not None else ()
+    raw = read_dated(spark, m, batches, lookup_columns=extra)
+    raw = raw.transform(ingest.join_lookup, lookup=lookup, key=key)
+    sources.check_expressions(raw, m, sources.where_of([r.where for r in reads if r.files]))
+    return raw
 
 
 def candidates(

@@ -7,6 +7,11 @@ extra or reordered column keeps its values in ``_raw_record``. CSV bytes are rea
 and each value is checked to be UTF-8: a line that is not is ``_corrupt_record``, rather than decoded to
 U+FFFD and merged with another event (unless the mapping sets another ``options.encoding``). JSON lines are
 read as text and parsed per line. Lazy after the probes and the schema reads.
+
+A run over many landing dates (a backfill) groups the files of all its dates by layout: the per-layout work
+(decoding expressions, the mapping check) happens once, not once per folder; only the file read is per
+date (it stamps ``_ingest_date``), and those reads are unioned as a balanced tree (a chain of n unions
+costs n^2 plan analysis). Measured on 43 folders: 19 s of planning before, see docs/ingestion.md.
 """
 
 from __future__ import annotations
@@ -28,7 +33,42 @@ from shopformer.ingest.sources import quoted as q
 from shopformer.ingest.sources import where_of as _where
 
 LOSSLESS = "ISO-8859-1"  # one character per byte: the bytes of a line survive the CSV reader unchanged
-Group = tuple[DataFrame, list[str], list[str]]  # (names + CORRUPT + _metadata, the names, its files)
+DAY = "_ingest_date"
+Group = tuple[DataFrame, list[str], list[str]]  # (names + CORRUPT + _metadata + DAY, the names, its files)
+Dated = Sequence[tuple[dt.date, Sequence[str]]]  # (landing date the rows become, its files) per read
+
+
+class Loader:
+    """Reads files of one layout: one reader per ingest date (``DAY`` stamped, ``_metadata`` kept as a
+    column), unioned as a balanced tree."""
+
+    def __init__(self, spark: SparkSession, batches: Dated) -> None:
+        self.spark = spark
+        self.day_of = {p: day for day, paths in batches for p in paths}
+
+    def __call__(
+        self, fmt: str, files: Sequence[str], options: Mapping[str, str], schema: StructType | None
+    ) -> DataFrame:
+        by_day: dict[dt.date, list[str]] = {}
+        for f in files:
+            by_day.setdefault(self.day_of[f], []).append(f)
+        return union_all(
+            [
+                load(self.spark, fmt, paths, options, schema).select(
+                    "*", F.col("_metadata"), F.lit(day).alias(DAY)
+                )
+                for day, paths in by_day.items()
+            ]
+        )
+
+
+def union_all(frames: Sequence[DataFrame]) -> DataFrame:
+    """Positional union of frames of one schema as a balanced tree (each union is analysed when built:
+    a chain costs n^2, a tree n log n)."""
+    if len(frames) == 1:
+        return frames[0]
+    mid = len(frames) // 2
+    return union_all(frames[:mid]).union(union_all(frames[mid:]))
 
 
 def read_raw(
@@ -39,14 +79,24 @@ def read_raw(
     *,
     lookup_columns: Sequence[str] = (),
 ) -> DataFrame:
-    """The files as raw string columns plus ``RESERVED`` columns; each group checked against the mapping
-    (with the lookup's columns, joined later) before anything runs."""
+    """One landing date's files (``read_dated``)."""
+    return read_dated(spark, m, [(ingest_date, paths)], lookup_columns=lookup_columns)
+
+
+def read_dated(
+    spark: SparkSession, m: SourceMapping, batches: Dated, *, lookup_columns: Sequence[str] = ()
+) -> DataFrame:
+    """The files of every batch as raw string columns plus ``RESERVED`` columns (``_ingest_date``: the
+    batch's date); each layout group checked against the mapping (with the lookup's columns, joined
+    later) before anything runs."""
+    loader = Loader(spark, batches)
+    paths = list(loader.day_of)
     if m.format == "parquet":
-        groups = _parquet_groups(spark, m, paths)
+        groups = _parquet_groups(m, paths, loader)
     elif m.format == "csv":
-        groups = _csv_groups(spark, m, paths)
+        groups = _csv_groups(spark, m, paths, loader)
     else:
-        groups = [_json_group(spark, m, paths)]
+        groups = [_json_group(spark, m, paths, loader)]
     frames = []
     for df, names, files in groups:
         clash = sorted(set(names) & set(RESERVED))
@@ -61,7 +111,7 @@ def read_raw(
                 F.col(CORRUPT),
                 F.coalesce(F.col(CORRUPT), raw_json).alias("_raw_record"),
                 F.col("_metadata.file_path").alias("_source_file"),
-                F.lit(ingest_date).alias("_ingest_date"),
+                F.col(DAY),
             )
         )
     return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
@@ -80,7 +130,7 @@ def _options(m: SourceMapping) -> dict[str, str]:
     return {k.lower(): v for k, v in m.options.items()}
 
 
-def _csv_groups(spark: SparkSession, m: SourceMapping, paths: list[str]) -> list[Group]:
+def _csv_groups(spark: SparkSession, m: SourceMapping, paths: list[str], loader: Loader) -> list[Group]:
     """One group per distinct header line (or one for all files when ``columns`` is given)."""
     opts = _options(m)
     encoding = opts.get("encoding") or opts.get("charset")
@@ -95,7 +145,7 @@ def _csv_groups(spark: SparkSession, m: SourceMapping, paths: list[str]) -> list
             if m.columns is not None
             else load(spark, "csv", paths, {**base, "inferSchema": "false"}, None).columns
         )
-        df = load(spark, "csv", paths, base, text_schema(names))
+        df = loader("csv", paths, base, text_schema(names))
         return [(_decoded(df, names, names) if lossless else df, names, paths)]
     headers = layouts.header_lines(spark, paths, line_sep=opts.get("linesep"), comment=opts.get("comment"))
     found = layouts.csv_layouts(headers, opts, None if lossless else base["encoding"])
@@ -104,7 +154,7 @@ def _csv_groups(spark: SparkSession, m: SourceMapping, paths: list[str]) -> list
     groups = []
     for lay in found:
         files = list(lay.files)
-        df = load(spark, "csv", files, {**base, "enforceSchema": "false"}, text_schema(lay.checked))
+        df = loader("csv", files, {**base, "enforceSchema": "false"}, text_schema(lay.checked))
         names = list(lay.names)
         groups.append((_decoded(df, list(lay.checked), names) if lossless else df, names, files))
     return groups
@@ -145,26 +195,31 @@ def _decoded(df: DataFrame, read_as: list[str], names: list[str]) -> DataFrame:
         *values,
         F.coalesce(corrupt, F.when(~valid, as_json)).alias(CORRUPT),
         F.col("_metadata"),
+        F.col(DAY),
     )
 
 
-def _parquet_groups(spark: SparkSession, m: SourceMapping, paths: list[str]) -> list[Group]:
+def _parquet_groups(m: SourceMapping, paths: list[str], loader: Loader) -> list[Group]:
     """One group per distinct set of columns, each read with its own schema and cast to strings."""
-    found = layouts.parquet_layouts(layouts.parquet_columns(spark, paths))
+    found = layouts.parquet_layouts(layouts.parquet_columns(loader.spark, paths))
     if not found:
         raise SourceError(f"cannot read parquet files at {_where(paths)}: every file is empty (0 bytes)")
     groups = []
     for lay in found:
-        df = load(spark, "parquet", list(lay.files), m.options, None)
-        names = list(df.columns)
+        df = loader("parquet", list(lay.files), m.options, None)
+        names = [c for c in df.columns if c not in ("_metadata", DAY)]
         cols = [F.col(q(c)).cast("string").alias(c) for c in names]
         groups.append(
-            (df.select(*cols, F.lit(None).alias(CORRUPT), F.col("_metadata")), names, list(lay.files))
+            (
+                df.select(*cols, F.lit(None).alias(CORRUPT), F.col("_metadata"), F.col(DAY)),
+                names,
+                list(lay.files),
+            )
         )
     return groups
 
 
-def _json_group(spark: SparkSession, m: SourceMapping, paths: list[str]) -> Group:
+def _json_group(spark: SparkSession, m: SourceMapping, paths: list[str], loader: Loader) -> Group:
     """JSON lines: the keys of every object read (schema inference), then each line parsed on its own."""
     opts = {**m.options, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
     if m.columns is not None:
@@ -178,24 +233,26 @@ def _json_group(spark: SparkSession, m: SourceMapping, paths: list[str]) -> Grou
             names = _referenced(spark, m)
     if not names:
         raise SourceError(f"no columns found in the json files at {_where(paths)} (empty file?)")
-    return _json_lines(spark, paths, opts, names), names, paths
+    return _json_lines(loader, paths, opts, names), names, paths
 
 
-def _json_lines(
-    spark: SparkSession, paths: list[str], opts: Mapping[str, str], names: list[str]
-) -> DataFrame:
+def _json_lines(loader: Loader, paths: list[str], opts: Mapping[str, str], names: list[str]) -> DataFrame:
     """JSON lines read as text and parsed per line, so no line is lost: Spark's JSON reader keeps only the
     first value of a line holding two objects (or one followed by text) and drops the rest silently.
     Such a line, and one that is not valid UTF-8 (which the JSON reader rejected too), is
     ``_corrupt_record`` with the whole line. Blank lines are skipped, as the JSON reader does."""
-    text = load(spark, "text", paths, {k: v for k, v in opts.items() if k in ("lineSep",)}, None)
+    text = loader("text", paths, {k: v for k, v in opts.items() if k in ("lineSep",)}, None)
     line = F.col("value")
     one_value = F.coalesce(F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1, F.lit(False))
     corrupt = F.when(one_value & F.is_valid_utf8(line), F.col(f"j.{CORRUPT}")).otherwise(line)
     return (
         text.where(line.rlike("[^ \\t\\r]"))  # JSON whitespace only: no value, skipped (as the reader does)
-        .select(line, F.from_json(line, text_schema(names), dict(opts)).alias("j"), F.col("_metadata"))
-        .select(*[F.col("j")[c].alias(c) for c in names], corrupt.alias(CORRUPT), F.col("_metadata"))
+        .select(
+            line, F.from_json(line, text_schema(names), dict(opts)).alias("j"), F.col("_metadata"), F.col(DAY)
+        )
+        .select(
+            *[F.col("j")[c].alias(c) for c in names], corrupt.alias(CORRUPT), F.col("_metadata"), F.col(DAY)
+        )
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from shopformer import tables
-from shopformer.config import Config
+from shopformer.config import Config, load_config
 from shopformer.ingest import job as ingest_job
 from shopformer.ingest.sources import export_workbook
 from tests.ingest.helpers import REES_COLS, with_mapping
@@ -163,6 +164,27 @@ def _expected_uci(
     return reason.value_counts().to_dict(), distinct, len(valid) - distinct
 
 
+Uci = Callable[[str, str], tuple[Config, pd.DataFrame, ingest_job.IngestReport]]
+
+
+@pytest.fixture(scope="module")
+def uci(spark: SparkSession, shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Uci:
+    """``uci(file, source)``: the workbook exported as jobs/land_workbook.py lands it and ingested, once per
+    module in a root of its own (the counts test and the known-rows test read the same run): its config,
+    the exported frame and the ingest's report."""
+    done: dict[str, tuple[Config, pd.DataFrame, ingest_job.IngestReport]] = {}
+
+    def ingested(file: str, source: str) -> tuple[Config, pd.DataFrame, ingest_job.IngestReport]:
+        if file not in done:
+            root = tmp_path_factory.mktemp("uci")
+            cfg = load_config("local", [f"paths.root={root}"])
+            pdf = _xlsx_to_csv(shared_datasets / "uci_online_retail" / file, root / "csv")
+            done[file] = cfg, pdf, _run(spark, cfg, source, dt.date(2011, 12, 31), root / "csv")
+        return done[file]
+
+    return ingested
+
+
 @pytest.mark.parametrize(
     ("file", "source", "cols"),
     [
@@ -178,30 +200,16 @@ def _expected_uci(
         ),
     ],
 )
-def test_uci_online_retail(
-    spark: SparkSession,
-    cfg: Config,
-    shared_datasets: Path,
-    tmp_path: Path,
-    file: str,
-    source: str,
-    cols: tuple,
-) -> None:
-    pdf = _xlsx_to_csv(shared_datasets / "uci_online_retail" / file, tmp_path / "csv")
-    report = _run(spark, cfg, source, dt.date(2011, 12, 31), tmp_path / "csv")
+def test_uci_online_retail(uci: Uci, file: str, source: str, cols: tuple) -> None:
+    _cfg, pdf, report = uci(file, source)
     rejected, accepted, duplicates = _expected_uci(pdf, *cols)
     assert report.read == len(pdf)
     assert (report.rejected_by_reason, report.accepted, report.duplicates) == (rejected, accepted, duplicates)
     assert "cancellation" in rejected and "non_product" in rejected
 
 
-def test_uci_known_rows_in_canonical_form(
-    spark: SparkSession, cfg: Config, shared_datasets: Path, tmp_path: Path
-) -> None:
-    pdf = _xlsx_to_csv(
-        shared_datasets / "uci_online_retail" / "online_retail_II_10_non_UK_countries.xlsx", tmp_path
-    )
-    _run(spark, cfg, "uci_online_retail", dt.date(2011, 12, 31), tmp_path)
+def test_uci_known_rows_in_canonical_form(spark: SparkSession, uci: Uci) -> None:
+    cfg, pdf, _report = uci("online_retail_II_10_non_UK_countries.xlsx", "uci_online_retail")
     row = _event(spark, cfg, "uci_online_retail", source_session_id="490397", item_id="21844")
     assert (row["user_id"], row["event_type"], row["price"], row["quantity"], row["item_title"]) == (
         "12417",

@@ -10,6 +10,7 @@ so does each model-registry write (``before_registry_write``: registration, vers
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import sys
@@ -52,6 +53,12 @@ def version(spark: SparkSession, path: str) -> int:
     if not exists(spark, path):
         return -1
     return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def run_time(day: dt.date) -> dt.datetime:
+    """Midnight UTC of a run date: the time a run records in its lineage columns (``scored_at``,
+    ``published_at``). The logical time of the run, never the clock, so a rerun writes identical rows."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 def read(

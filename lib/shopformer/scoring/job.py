@@ -217,7 +217,7 @@ def _write(
     lineage: scoring.Lineage,
     buy_only: Sequence[str] | None = None,
 ) -> None:
-    at = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC)  # the logical run time, never the clock
+    at = tables.run_time(run_date)
     bought = _purchase_elasticity(cfg, scored.sparkSession, run_date, buy_only)
     outputs = [
         (

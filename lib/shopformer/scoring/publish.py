@@ -30,11 +30,6 @@ KEYS = ("source", "as_of_date")
 TABLE = "scores_published_nights"
 
 
-def _at(run_date: dt.date) -> F.Column:
-    """Midnight UTC of the run date (the logical time of the run, never the clock)."""
-    return F.lit(dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC))
-
-
 def _merge(cfg: Config, rows: DataFrame, predicate: str, run_id: str) -> None:
     tables.merge_upsert(
         rows,
@@ -61,7 +56,7 @@ def publish_scored(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_i
         F.lit("pending").alias("quality_verdict"),
         F.lit(None).cast("date").alias("quality_evaluated_on"),
         F.lit(None).cast("string").alias("quality_run_id"),
-        _at(run_date).alias("published_at"),
+        F.lit(tables.run_time(run_date)).alias("published_at"),
         F.lit(run_id).alias("run_id"),
     ).persist()
     try:
@@ -88,7 +83,7 @@ def _verdicts(spark: SparkSession, cfg: Config, predicate: str, run_date: dt.dat
         verdict.alias("quality_verdict"),
         F.lit(run_date).alias("quality_evaluated_on"),
         F.lit(run_id).alias("quality_run_id"),
-        _at(run_date).alias("published_at"),
+        F.lit(tables.run_time(run_date)).alias("published_at"),
         F.lit(run_id).alias("run_id"),
     )
 

@@ -130,7 +130,7 @@ def _unpublish(
             silver.where(predicate)
             .groupBy("event_date")
             .agg(F.max("sessionize_run_id").alias("sessionize_run_id"))
-            .withColumn("published_at", _at(end))
+            .withColumn("published_at", F.lit(tables.run_time(end)))
         )
     tables.replace_where(
         rows, path, predicate=predicate, schema=SILVER_PUBLISHED_DATES, partition_by=[], run_id=run_id
@@ -140,7 +140,11 @@ def _unpublish(
 def _publish(spark: SparkSession, cfg: Config, *, first: dt.date, end: dt.date, run_id: str) -> None:
     """The run's last commit: every date of ``[first, end]`` (days without events too) is published."""
     days = spark.range(1).select(F.explode(F.sequence(F.lit(first), F.lit(end))).alias("event_date"))
-    rows = days.select("event_date", F.lit(run_id).alias("sessionize_run_id"), _at(end).alias("published_at"))
+    rows = days.select(
+        "event_date",
+        F.lit(run_id).alias("sessionize_run_id"),
+        F.lit(tables.run_time(end)).alias("published_at"),
+    )
     tables.replace_where(
         rows,
         cfg.table("silver_published_dates"),
@@ -149,11 +153,6 @@ def _publish(spark: SparkSession, cfg: Config, *, first: dt.date, end: dt.date, 
         partition_by=[],
         run_id=run_id,
     )
-
-
-def _at(day: dt.date) -> F.Column:
-    """Midnight UTC of the run's end date: the logical time of the run, never the clock."""
-    return F.lit(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
 
 
 def _merge_sessions(

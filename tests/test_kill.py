@@ -11,10 +11,10 @@ every run after the first is a rerun of the half night the previous kill left. F
 (``REAL_KILL``: the jobs that hold something outside their commits, ingest's staging folder and scoring's
 model cache) the kill before the last write is a real one: ``python jobs/<job>.py`` in a
 process of its own (its own JVM; the kill ends the interpreter with whatever it held: cached data, staging
-folders, open files). Every other kill point (all of build_snapshots' and evaluate_scores') runs in this
-process, where the same switch's ``os._exit`` raises ``Killed`` (no ``except Exception`` catches it): the
-tables a reader sees depend only on which commits happened, and a JVM per kill point cost ~25 s each in
-CI. The last rerun, to the end, runs in this process too.
+folders, open files). Every other kill point (all of sessionize's, build_snapshots' and evaluate_scores')
+runs in this process, where the same switch's ``os._exit`` raises ``Killed`` (no ``except Exception``
+catches it): the tables a reader sees depend only on which commits happened, and a JVM per kill point cost
+~25 s each in CI. The last rerun, to the end, runs in this process too.
 
 What is checked after each kill: each table the job writes holds either the whole night (equal to the
 reference) or nothing of it (no commit since the state before): the tables committed before the kill

@@ -164,7 +164,8 @@ def _expected_uci(
     return reason.value_counts().to_dict(), distinct, len(valid) - distinct
 
 
-Uci = Callable[[str, str], tuple[Config, pd.DataFrame, ingest_job.IngestReport]]
+Ingested = tuple[Config, pd.DataFrame, ingest_job.IngestReport]  # its config, the exported frame, the report
+Uci = Callable[[str, str], Ingested]
 
 
 @pytest.fixture(scope="module")
@@ -172,15 +173,15 @@ def uci(spark: SparkSession, shared_datasets: Path, tmp_path_factory: pytest.Tem
     """``uci(file, source)``: the workbook exported as jobs/land_workbook.py lands it and ingested, once per
     module in a root of its own (the counts test and the known-rows test read the same run): its config,
     the exported frame and the ingest's report."""
-    done: dict[str, tuple[Config, pd.DataFrame, ingest_job.IngestReport]] = {}
+    done: dict[tuple[str, str], Ingested] = {}
 
-    def ingested(file: str, source: str) -> tuple[Config, pd.DataFrame, ingest_job.IngestReport]:
-        if file not in done:
+    def ingested(file: str, source: str) -> Ingested:
+        if (file, source) not in done:
             root = tmp_path_factory.mktemp("uci")
             cfg = load_config("local", [f"paths.root={root}"])
             pdf = _xlsx_to_csv(shared_datasets / "uci_online_retail" / file, root / "csv")
-            done[file] = cfg, pdf, _run(spark, cfg, source, dt.date(2011, 12, 31), root / "csv")
-        return done[file]
+            done[file, source] = cfg, pdf, _run(spark, cfg, source, dt.date(2011, 12, 31), root / "csv")
+        return done[file, source]
 
     return ingested
 

@@ -339,6 +339,40 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
         load_checkpoint(tmp_path / "other.pt")
 
 
+def test_a_task_routed_to_its_best_epoch_is_scored_by_that_epoch_and_survives_a_checkpoint() -> None:
+    """Per-task early stopping (training.py): churn served by one model, propensity by another epoch's
+    weights; the checkpoint carries the route, with the shared text vectors stored once."""
+    c = tiny(text_dim=64, item_vocab_size=2000)
+    main = ShopformerModel(c)
+    main.set_item_text(np.arange(1, 2000), np.random.default_rng(0).random((1999, 64)))
+    main.scaler.fit(np.random.default_rng(4).random((20, len(AGGS))) * 5)
+    epoch1 = ShopformerModel(c)  # another epoch of the same run: other weights, same frozen buffers
+    epoch1.load_state_dict(main.state_dict())
+    with torch.no_grad():
+        for p in epoch1.backbone.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    b = random_batch(c)
+    alone = main.eval().predict(b)
+    main.set_routes({"propensity": epoch1.state_dict()})
+    routed = main.eval().predict(b)
+    torch.testing.assert_close(routed["propensity"], epoch1.eval().predict(b)["propensity"], rtol=0, atol=0)
+    torch.testing.assert_close(routed["propensity_summary"], epoch1.predict(b)["summary"], rtol=0, atol=0)
+    assert not torch.allclose(routed["propensity"], alone["propensity"])  # the route changed the score
+    for key in ("churn", "churn_summary", "user_vector", "price_elasticity"):
+        torch.testing.assert_close(routed[key], alone[key], rtol=0, atol=0)
+    assert main.routes["propensity"].embed.item_text.data_ptr() == main.embed.item_text.data_ptr()
+    buf, plain = io.BytesIO(), io.BytesIO()
+    save_checkpoint(buf, main)
+    save_checkpoint(plain, epoch1)
+    buf.seek(0)
+    loaded = load_checkpoint(buf)[0]
+    assert list(loaded.routes) == ["propensity"] and loaded.for_task("churn") is loaded
+    for key, value in routed.items():
+        torch.testing.assert_close(loaded.predict(b)[key], value, rtol=0, atol=0)
+    # the text table (2000 x 64 floats, 512 kB) is saved once: a route costs its weights only
+    assert buf.getbuffer().nbytes < 2 * plain.getbuffer().nbytes - 2000 * 64 * 4 // 2
+
+
 def test_transfer_copies_the_network_but_not_another_shops_vocabulary() -> None:
     source = ShopformerModel(tiny(text_dim=3))
     source.scaler.fit(np.random.default_rng(1).random((20, len(AGGS))) * 5)

@@ -57,24 +57,41 @@ def _model() -> tuple[ShopformerModel, dict[str, torch.Tensor]]:
 
 
 def _without(model: ShopformerModel, b: dict, features: tuple[str, ...], task: str) -> np.ndarray:
-    """The calibrated score with ``features`` at the training mean, computed without captum."""
+    """The calibrated score with ``features`` at the training mean, computed without captum by the model
+    that serves ``task`` (its route, when it has one)."""
+    serving = model.for_task(task)
     with torch.no_grad():
-        hidden, _ = model.encode(b)
-        scaled = model.scaler(b["aggregates"]).clone()
+        hidden, _ = serving.encode(b)
+        scaled = serving.scaler(b["aggregates"]).clone()
         for f in features:
             i = NAMES.index(f)
             scaled[:, i] = scaled[:, len(NAMES) + i] = 0.0
-        p = torch.sigmoid(model.heads(hidden[:, -1], scaled)[f"{task}_logit"]).double().numpy()
+        p = torch.sigmoid(serving.heads(hidden[:, -1], scaled)[f"{task}_logit"]).double().numpy()
     return Calibrator.from_dict(CALIBRATORS[task]).apply(p) if task in CALIBRATORS else p
 
 
-@pytest.mark.parametrize("task", ["propensity", "churn"])
-def test_removing_the_top_driver_moves_the_score_more_than_removing_a_random_one(task: str) -> None:
-    model, b = _model()
-    groups = drivers(NAMES)
+def _routed(model: ShopformerModel, task: str) -> ShopformerModel:
+    """``model`` with ``task`` served by other weights (per-task early stopping's route)."""
+    other = ShopformerModel(model.config)
+    other.load_state_dict(model.state_dict())
     with torch.no_grad():
-        summary = model.encode(b)[0][:, -1]  # [B, D]
-    effects = driver_effects(model, summary, b["aggregates"], groups, CALIBRATORS)[task]  # [B, G]
+        for p in (*other.wide.parameters(), *other.backbone.parameters()):
+            p.add_(torch.randn_like(p) * 0.3)
+    model.set_routes({task: other.state_dict()})
+    return model.eval()
+
+
+@pytest.mark.parametrize("routed", [False, True], ids=["one_model", "task_routed"])
+@pytest.mark.parametrize("task", ["propensity", "churn"])
+def test_removing_the_top_driver_moves_the_score_more_than_removing_a_random_one(
+    task: str, routed: bool
+) -> None:
+    model, b = _model()
+    model = _routed(model, task) if routed else model
+    groups = drivers(NAMES)
+    got = model.predict(b)  # the summaries reasons start from, per task
+    summaries = {t: got[f"{t}_summary"] for t in ("propensity", "churn")}
+    effects = driver_effects(model, summaries, b["aggregates"], groups, CALIBRATORS)[task]  # [B, G]
     full = _without(model, b, (), task)
     for g, d in enumerate(groups):  # faithful: the effect is the score minus the score without the driver
         np.testing.assert_allclose(effects[:, g], full - _without(model, b, d.features, task), atol=1e-6)

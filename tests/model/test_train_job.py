@@ -102,6 +102,8 @@ def test_training_registers_a_champion_and_the_gate_keeps_it_against_a_worse_mod
     assert "finetune_total" in run.data.metrics  # logged by rank 0 from inside TorchDistributor
     assert "finetune_valid_total" in run.data.metrics  # early stopping watches the validation dates
     assert run.data.metrics["best_finetune_epoch"] in (0, 1)  # 0: the warm start was never beaten
+    served = {t: run.data.metrics[f"served_epoch_{t}"] for t in ("propensity", "churn")}  # per-task stopping
+    assert set(served.values()) <= {0.0, 1.0}, served
     assert any(a.path == "report" for a in client.list_artifacts(first.mlflow_run_id))
     # The registered pyfunc scores snapshot rows with calibrated probabilities.
     model = mlflow.pyfunc.load_model("models:/shopformer@champion")

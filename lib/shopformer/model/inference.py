@@ -57,11 +57,12 @@ def predict_frame(
             chunk = pdf.iloc[start : start + batch_size]
             b = batch_from_numpy({c: chunk[c].to_numpy() for c in chunk.columns}, names)
             got = model.predict(b, top_k=top_k, min_item_id=min_item_id)
-            summary = got.pop("summary")
+            summaries = {t: got.pop(f"{t}_summary") for t in TASKS}  # per task: its model's (routes)
+            del got["summary"]
             for k, v in got.items():
                 parts.setdefault(k, []).append(v.cpu().numpy())
             if groups:
-                effects = driver_effects(model, summary, b["aggregates"], groups, calibrators)
+                effects = driver_effects(model, summaries, b["aggregates"], groups, calibrators)
                 for t in TASKS:
                     said[f"{t}_reasons"] += top_reasons(chunk[list(names)], effects[t], groups, reasons)
     out: dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items()} if parts else {}

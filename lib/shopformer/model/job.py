@@ -329,8 +329,9 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         init, ckpt = f"{tmp}/init.pt", f"{tmp}/model.pt"
         init_model(cfg, d, init)
         result = distributed_train(spark, cfg, d, init=init, out=ckpt, run_id=active.info.run_id)
-        if "best_finetune_epoch" in result:
+        if "best_finetune_epoch" in result:  # and the epoch whose weights serve each task (training.py)
             mlflow.log_metric("best_finetune_epoch", result["best_finetune_epoch"])
+            mlflow.log_metrics({f"served_epoch_{t}": e for t, e in result["served_epoch"].items()})
         model, _, extra = load_checkpoint(ckpt)
         rows, preds, calibrators = evaluate_model(model, d, "shopformer")
         save_checkpoint(ckpt, model, extra={**extra, "calibrators": calibrators})

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 SEQ_INT = SEQ_INT_COLUMNS  # the sequence inputs and labels: schemas.py holds the column contract
 SEQ_FLOAT = SEQ_FLOAT_COLUMNS
 LABELS = tuple(TASK_LABELS.values())
+TASKS = tuple(TASK_LABELS)  # propensity, churn
 MISSING = -1  # label value meaning "no label": null in the table, or a padded candidate slot
 N_EVENT_TYPES, N_HOURS, N_DOWS = 5, 25, 8  # id ranges incl. padding 0 (docs/snapshots.md encodings)
 MIN_REL_PRICE = 1e-3  # log(relative price) is clamped here: padding holds 0.0
@@ -316,6 +317,27 @@ class ShopformerModel(nn.Module):
         self.price_slope = nn.Linear(d, 1)
         log_q = torch.full((c.item_vocab_size,), -math.log(c.item_vocab_size - 1))
         self.register_buffer("item_log_q", log_q.index_fill(0, torch.tensor([0]), -torch.inf))
+        # Per-task early stopping (training.py): task -> this model's weights at that task's best
+        # fine-tuning epoch, where it differs from this one's; a task without a route is served by self.
+        self.routes = nn.ModuleDict()
+
+    def for_task(self, task: str) -> ShopformerModel:
+        """The model that serves ``task``'s score: its route, or this model."""
+        return self.routes[task] if task in self.routes else self  # noqa: SIM401 (ModuleDict has no get)
+
+    def set_routes(self, states: Mapping[str, Mapping[str, Tensor]]) -> None:
+        """Route each task to a copy of this model holding ``states[task]``. Buffers equal to this model's
+        (item text vectors, scaler) are shared, so they are held and saved once."""
+        self.routes = nn.ModuleDict()
+        own = dict(self.named_buffers())
+        for task, state in states.items():
+            route = ShopformerModel(self.config).to(next(self.parameters()).device)
+            route.load_state_dict(state)
+            for name, buf in route.named_buffers():
+                if name in own and torch.equal(buf, own[name]):
+                    owner, _, leaf = name.rpartition(".")
+                    setattr(route.get_submodule(owner) if owner else route, leaf, own[name])
+            self.routes[task] = route.train(self.training)
 
     def set_item_text(self, ids: np.ndarray | Tensor, vectors: np.ndarray | Tensor) -> None:
         """Item text vectors [K, text_dim] for unique vocab ids [K]; every other id gets no text (0)."""
@@ -455,12 +477,14 @@ class ShopformerModel(nn.Module):
         """Scores for scores.* tables: probabilities, elasticity, user vector, optional top-k next items."""
         out = self(b)
         res = {
-            "propensity": torch.sigmoid(out["propensity_logit"]),
-            "churn": torch.sigmoid(out["churn_logit"]),
             "price_elasticity": self.elasticity(b, out),
             "user_vector": out["user_vector"],
-            "summary": out["hidden"][:, -1],  # [B, D]: what the heads start from (reasons re-run them)
+            "summary": out["hidden"][:, -1],  # [B, D]: what the heads start from
         }
+        for task in TASKS:
+            got = out if task not in self.routes else self.routes[task](b)  # a routed task: its epoch's model
+            res[task] = torch.sigmoid(got[f"{task}_logit"])  # [B]
+            res[f"{task}_summary"] = got["hidden"][:, -1]  # [B, D]: reasons re-run that model's heads
         if top_k:
             scores, ids = self.item_logits(out["hidden"][:, -1], min_item_id).topk(top_k, dim=-1)  # [B, k]
             res["next_items"], res["next_item_scores"] = ids, scores
@@ -495,6 +519,11 @@ def load_checkpoint(
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"load_checkpoint: {path} is not a {CHECKPOINT_FORMAT} checkpoint")
     config = ModelConfig.from_dict(ckpt["config"])
-    model = ShopformerModel(config)
-    model.load_state_dict(ckpt["state_dict"])
+    model, state = ShopformerModel(config), ckpt["state_dict"]
+    routed = {k.split(".")[1] for k in state if k.startswith("routes.")}
+    own = {k: v for k, v in state.items() if not k.startswith("routes.")}
+    model.load_state_dict(own)
+    model.set_routes(
+        {t: {k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"routes.{t}.")} for t in routed}
+    )
     return model.eval(), config, ckpt["extra"]

@@ -130,14 +130,14 @@ def drivers(names: Sequence[str]) -> list[Driver]:
 
 def driver_effects(
     model: Any,
-    summary: Any,
+    summaries: Mapping[str, Any],
     aggregates: Any,
     groups: Sequence[Driver],
     calibrators: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per task, each row's effect of each driver on the calibrated probability, [B, G], from the
-    encoder's summary [B, D] (``predict``'s, so the transformer is not run again) and the raw aggregates
-    [B, F] of the rows."""
+    encoder's summary [B, D] per task (``predict``'s, so the transformer is not run again; a routed task's
+    from its own model, ``ShopformerModel.for_task``) and the raw aggregates [B, F] of the rows."""
     import torch
     from captum.attr import FeatureAblation
 
@@ -154,7 +154,8 @@ def driver_effects(
             cal = None if spec is None else Calibrator.from_dict(dict(spec))
 
             def score(x: torch.Tensor, task: str = task, cal: Calibrator | None = cal) -> torch.Tensor:
-                p = torch.sigmoid(model.heads(summary, x)[f"{task}_logit"]).double()  # [B]
+                heads = model.for_task(task).heads
+                p = torch.sigmoid(heads(summaries[task], x)[f"{task}_logit"]).double()  # [B]
                 return p if cal is None else torch.from_numpy(np.asarray(cal.apply(p.numpy()), np.float64))
 
             attr = FeatureAblation(score).attribute(scaled, baselines=0.0, feature_mask=mask)  # [B, 2F]

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from shopformer.progress import EpochProgress
+from shopformer.schemas import TASK_LABELS
 
 log = logging.getLogger(__name__)
+TASKS = tuple(TASK_LABELS)  # early stopping also per task: each task is served by its best epoch
 
 
 def _job_run_id() -> str:
@@ -96,6 +98,7 @@ def _build(spec: TrainSpec, device: Any) -> tuple[Any, dict[str, Any]]:
     from shopformer.model.network import load_checkpoint
 
     model, _, extra = load_checkpoint(spec.init_checkpoint)
+    model.set_routes({})  # a transferred model's routes are its run's; this run chooses its own
     return model.to(device), extra
 
 
@@ -189,17 +192,40 @@ def _log(spec: TrainSpec, rank: int, metrics: Mapping[str, float], step: int) ->
 
 
 class _Best:
-    """Early-stopping bookkeeping: the lowest validation loss so far, its epoch and a copy of its weights."""
+    """Early stopping per criterion: the validation total (the model's own epoch) and each task's
+    validation loss (that task's epoch, served by a route: ``ShopformerModel.set_routes``). Keeps the
+    lowest value of each, its epoch, and the weights of every epoch still some criterion's best. A task
+    whose validation rows hold no label (loss exactly 0) is never routed."""
 
-    def __init__(self) -> None:
-        self.loss, self.epoch, self.state, self.waited = math.inf, 0, None, 0
+    def __init__(self, tasks: tuple[str, ...] = ()) -> None:
+        self.loss = dict.fromkeys(("total", *tasks), math.inf)
+        self.epochs = dict.fromkeys(self.loss, 0)
+        self.states: dict[int, dict[str, Any]] = {}
+        self.waited = 0
 
-    def offer(self, loss: float, epoch: int, core: Any) -> None:
-        if loss < self.loss:
-            self.loss, self.epoch, self.waited = loss, epoch, 0
-            self.state = {k: v.detach().clone() for k, v in core.state_dict().items()}
-        else:
-            self.waited += 1
+    @property
+    def epoch(self) -> int:
+        return self.epochs["total"]
+
+    def offer(self, valid: Mapping[str, float], epoch: int, core: Any) -> None:
+        better = [k for k, v in self.loss.items() if valid.get(f"valid_{k}", math.inf) < v]
+        for k in better:
+            self.loss[k], self.epochs[k] = valid[f"valid_{k}"], epoch
+        self.waited = 0 if better else self.waited + 1  # stop when no criterion improves any more
+        if better:
+            self.states[epoch] = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        self.states = {e: st for e, st in self.states.items() if e in self.epochs.values()}
+
+    def restore(self, core: Any) -> dict[str, int]:
+        """Load the best total's weights into ``core`` and route each task whose best epoch differs;
+        returns the epoch that serves each task."""
+        if not self.states:
+            return {}
+        core.load_state_dict(self.states[self.epoch])
+        tasks = [k for k in self.loss if k != "total" and 0 < self.loss[k] < math.inf]
+        routed = {t: self.states[self.epochs[t]] for t in tasks if self.epochs[t] != self.epoch}
+        core.set_routes(routed)
+        return {t: self.epochs[t] if t in routed else self.epoch for t in self.loss if t != "total"}
 
 
 def _stage_data(spec: TrainSpec, stage: str, world: int) -> tuple[Any, int, int]:
@@ -215,9 +241,10 @@ def _stage_data(spec: TrainSpec, stage: str, world: int) -> tuple[Any, int, int]
 
 def _first_best(spec: TrainSpec, model: Any, ctx: tuple[Any, int, int], dist: Any) -> _Best:
     """Early stopping's start: the starting weights are a candidate too (epoch 0), training must beat them."""
-    best = _Best()
-    best.offer(_validate(model, spec, ctx, dist)["valid_total"], 0, getattr(model, "module", model))
-    _log(spec, ctx[1], {"finetune_valid_total": best.loss}, step=0)
+    core = getattr(model, "module", model)
+    best, valid = _Best(TASKS), _validate(model, spec, ctx, dist)
+    best.offer(valid, 0, core)
+    _log(spec, ctx[1], {f"finetune_{k}": v for k, v in valid.items()}, step=0)
     return best
 
 
@@ -246,8 +273,9 @@ def _stage(
         m["sequences_per_s"] = steps * spec.batch_size * world / (time.perf_counter() - t0)
         if validate:
             m |= _validate(model, spec, ctx, dist)
-            best.offer(m["valid_total"], epoch, core)
+            best.offer(m, epoch, core)
             m["best_epoch"] = best.epoch
+            m |= {f"best_epoch_{t}": best.epochs[t] for t in TASKS}
         history.append(m)
         _log(spec, rank, {f"{stage}_{k}": v for k, v in m.items()}, step=epoch - int(not validate))
         stopping = validate and best.waited >= spec.patience
@@ -255,8 +283,9 @@ def _stage(
             prog.epoch_done(m, stopping=stopping)
         if stopping:
             break
-    if best.state is not None:
-        core.load_state_dict(best.state)
+    served = best.restore(core)
+    if history:
+        history[-1] |= {f"served_epoch_{t}": e for t, e in served.items()}
     return history
 
 
@@ -275,7 +304,11 @@ def train_worker(spec: TrainSpec) -> dict[str, Any]:
         result["pretrain"] = _stage(spec, model, (device, rank, world), "pretrain")
     result["finetune"] = _stage(spec, model, (device, rank, world), "finetune", dist)
     if spec.valid_converter is not None:  # 0: the starting weights were never beaten
-        result["best_finetune_epoch"] = result["finetune"][-1]["best_epoch"] if result["finetune"] else 0
+        last = result["finetune"][-1] if result["finetune"] else {}
+        result["best_finetune_epoch"] = last.get("best_epoch", 0)
+        result["served_epoch"] = {
+            t: last.get(f"served_epoch_{t}", result["best_finetune_epoch"]) for t in TASKS
+        }
     if rank == 0:
         save_checkpoint(spec.checkpoint_path, core.cpu(), extra=extra)
     if world > 1:

@@ -195,6 +195,7 @@ class SnapshotsSettings:
 @dataclass(frozen=True)
 class TrainSettings:
     model_size: str
+    plr_frequencies: int
     holdout_dates: int
     valid_dates: int
     batch_size: int
@@ -229,6 +230,7 @@ class TrainSettings:
         return {
             "model_size": self.model_size in ("tiny", "small", "base"),
             **{k: getattr(self, k) >= 1 for k in at_least_one},
+            "plr_frequencies": self.plr_frequencies >= 0,
             "pretrain_epochs": self.pretrain_epochs >= 0,
             "finetune_epochs": self.finetune_epochs >= 0,
             "finetune_next_item_weight": self.finetune_next_item_weight >= 0,

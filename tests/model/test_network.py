@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from shopformer.model.network import (
     ModelConfig,
@@ -151,7 +152,7 @@ def _resized_positions(small: dict, big: dict) -> dict:
 
 
 def test_backward_gives_finite_gradients_to_every_trained_parameter() -> None:
-    c = tiny(text_dim=4, n_negatives=8)
+    c = tiny(text_dim=4, n_negatives=8, plr_frequencies=3)  # PLR on: its frequencies learn too
     model = ShopformerModel(c).train()
     model.set_item_text(np.arange(1, 30), np.random.default_rng(1).normal(size=(29, 4)))
     model.scaler.fit(np.random.default_rng(2).random((50, len(AGGS))) * 10)
@@ -163,6 +164,32 @@ def test_backward_gives_finite_gradients_to_every_trained_parameter() -> None:
     assert [n for n, p in trained.items() if p.grad is None] == []
     assert [n for n, p in trained.items() if not torch.isfinite(p.grad).all()] == []
     assert all(float(p.grad.abs().sum()) > 0 for n, p in trained.items() if "conversion" in n or "slope" in n)
+    assert {"plr.freq", "plr.weight", "plr.bias"} <= set(trained)
+
+
+def test_plr_embeddings_let_a_linear_read_out_learn_a_u_shaped_feature() -> None:
+    """What PLR is for: "too small or too large" (e.g. basket size) is a threshold pair a linear map on the
+    value cannot express; on PLR embeddings of it a linear read-out learns it in a few hundred steps."""
+    from sklearn.metrics import roc_auc_score
+
+    from shopformer.model.network import PeriodicEmbedding
+
+    z = torch.randn(4000, 1)
+    y = (z.abs() > 1.0).float()[:, 0]  # [B]
+    aucs = {}
+    for name, features in {"value": lambda x: x, "plr": PeriodicEmbedding(1, 8, 8, sigma=0.3)}.items():
+        width = features(z[:2]).shape[1]
+        read = torch.nn.Linear(width, 1)
+        params = [*read.parameters(), *(features.parameters() if name == "plr" else [])]
+        opt = torch.optim.Adam(params, lr=0.03)
+        for _ in range(300):
+            loss = F.binary_cross_entropy_with_logits(read(features(z)).squeeze(-1), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            aucs[name] = roc_auc_score(y.numpy(), read(features(z)).squeeze(-1).numpy())
+    assert aucs["plr"] > 0.95 and aucs["value"] < 0.6, aucs
 
 
 def test_missing_labels_are_masked_out_of_every_loss() -> None:

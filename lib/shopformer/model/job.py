@@ -106,6 +106,7 @@ def init_model(cfg: Config, d: Data, path: str) -> None:
         max_len=cfg.settings.snapshots.max_len,
         aggregate_names=tuple(d.names),
         text_dim=0 if d.text is None else int(d.text[1].shape[1]),
+        plr_frequencies=cfg.settings.train.plr_frequencies,
     )
     torch.manual_seed(cfg.settings.train.seed)  # the starting weights: the same in every run
     model = ShopformerModel(config)

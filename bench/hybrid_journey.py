@@ -113,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="data/complete_journey")
     p.add_argument("--out", default="bench/results/hybrid_journey.json")
+    p.add_argument("--checkpoint", help="a model.pt to use (default: the newest under <root>/mlruns)")
     args = p.parse_args(argv)
     cfg = load_config("local", [f"paths.root={args.root}", "ingest.source=complete_journey"])
-    checkpoints = sorted(Path(args.root, "mlruns").rglob("model.pt"), key=lambda f: f.stat().st_mtime)
+    newest = sorted(Path(args.root, "mlruns").rglob("model.pt"), key=lambda f: f.stat().st_mtime)
+    checkpoints = [Path(args.checkpoint)] if args.checkpoint else newest
     if not checkpoints:
         log.error("no model.pt under %s/mlruns: run ./dev journey first", args.root)
         return 2

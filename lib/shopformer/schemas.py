@@ -39,6 +39,7 @@ SEQ_COLUMNS = (
 )
 PRICE_LABEL_COLUMNS = ("price_n_views", "price_item", "price_rel_price", "price_bought")
 TASK_LABELS = {"propensity": "label_propensity", "churn": "label_churn"}  # model task -> label column
+TASKS = tuple(TASK_LABELS)  # propensity, churn
 SCORE_LABELS = {"propensity_7d": "label_propensity", "churn_30d": "label_churn"}  # score column -> label
 DRIFT_SCORES = (*SCORE_LABELS, "price_elasticity")  # scores whose drift (PSI) score quality watches
 

@@ -14,9 +14,7 @@ import pandas as pd
 
 from shopformer.model.evaluation import Calibrator
 from shopformer.model.network import batch_from_numpy
-from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS, TASK_LABELS
-
-TASKS = tuple(TASK_LABELS)
+from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS, TASKS
 
 
 def _shifted(pdf: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:

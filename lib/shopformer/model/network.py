@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS, TASK_LABELS
+from shopformer.schemas import SEQ_FLOAT_COLUMNS, SEQ_INT_COLUMNS, TASK_LABELS, TASKS
 
 if TYPE_CHECKING:
     from transformers import GPT2Model
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 SEQ_INT = SEQ_INT_COLUMNS  # the sequence inputs and labels: schemas.py holds the column contract
 SEQ_FLOAT = SEQ_FLOAT_COLUMNS
 LABELS = tuple(TASK_LABELS.values())
-TASKS = tuple(TASK_LABELS)  # propensity, churn
 MISSING = -1  # label value meaning "no label": null in the table, or a padded candidate slot
 N_EVENT_TYPES, N_HOURS, N_DOWS = 5, 25, 8  # id ranges incl. padding 0 (docs/snapshots.md encodings)
 MIN_REL_PRICE = 1e-3  # log(relative price) is clamped here: padding holds 0.0

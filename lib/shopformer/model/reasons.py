@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from shopformer.model.evaluation import Calibrator
+from shopformer.schemas import TASKS
 
 Values = Mapping[str, Any]
 
@@ -149,7 +150,7 @@ def driver_effects(
             for f in d.features:
                 mask[0, names.index(f)] = mask[0, len(names) + names.index(f)] = g
         out = {}
-        for task in ("propensity", "churn"):
+        for task in TASKS:
             spec = (calibrators or {}).get(task)
             cal = None if spec is None else Calibrator.from_dict(dict(spec))
 

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from shopformer.progress import EpochProgress
-from shopformer.schemas import TASK_LABELS
+from shopformer.schemas import TASKS  # early stopping also per task: each is served by its best epoch
 
 log = logging.getLogger(__name__)
-TASKS = tuple(TASK_LABELS)  # early stopping also per task: each task is served by its best epoch
 
 
 def _job_run_id() -> str:

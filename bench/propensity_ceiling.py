@@ -43,7 +43,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
-from shopformer.config import load_config
+from shopformer.config import Config, load_config
 from shopformer.spark import build_spark
 from shopformer.synthetic.catalog import item_catalog
 from shopformer.synthetic.events import drop_overlaps, plan_events, session_plans
@@ -56,6 +56,7 @@ from shopformer.synthetic.users import (
     purchase_decisions,
     user_missions,
     user_traits,
+    warmup_days,
 )
 
 log = logging.getLogger("bench")
@@ -63,10 +64,8 @@ PROMO_ON_SHARE = 4.5 / 24.5  # mean promotion length / mean period (2-7 of 14-35
 PROP_DAYS, CHURN_DAYS, CHURN_LOOKBACK = 7, 30, 90
 
 
-def shop_frames(users: int, days: int, seed: int) -> dict[str, pd.DataFrame]:
+def shop_frames(cfg: Config, p: ShopParams) -> dict[str, pd.DataFrame]:
     """Truth, missions, the uncensored session plan and the clean events, from the shop's own code."""
-    cfg = load_config("local")
-    p = dataclasses.replace(ShopParams.from_config(cfg, None), users=users, days=days, seed=seed)  # type: ignore[arg-type]
     spark = build_spark(cfg, "propensity_ceiling")
     truth = spark.range(p.users).transform(user_traits, p=p).cache()
     items = spark.range(p.items).transform(
@@ -102,7 +101,15 @@ def shop_frames(users: int, days: int, seed: int) -> dict[str, pd.DataFrame]:
         ),
         "missions": missions.select("user_id", "mission", "start_s"),
         "plan": plan.select(
-            "user_id", "mission", "start_s", "session_start_s", "is_final", "n_sessions", "relative_price"
+            "user_id",
+            "mission",
+            "start_s",
+            "session_start_s",
+            "is_final",
+            "n_sessions",
+            "relative_price",
+            "intent",
+            "buy",
         ),
         "events": events.select("user_id", "event_s", "event_type"),
     }
@@ -111,17 +118,18 @@ def shop_frames(users: int, days: int, seed: int) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def mission_shapes(k: int, seed: int, promo_share: float) -> dict[str, np.ndarray]:
-    """A fixed sample of new-mission shapes: sessions, final-session offset from the start day, rel. price."""
-    rng = np.random.default_rng(seed)
+def mission_shapes(k: int, p: ShopParams) -> dict[str, np.ndarray]:
+    """A fixed sample of new-mission shapes: sessions, final-session offset from the start day, rel. price,
+    the mission's intent."""
+    rng = np.random.default_rng(p.seed)
     n = np.minimum(5, 1 + np.floor(5 * rng.random(k) ** 2))
-    spacing = np.floor((2 + 46 * rng.random(k) ** 2) * 3600)
+    spacing = np.floor(p.mission_spacing_scale * (2 + 46 * rng.random(k) ** 2) * 3600)
     evening = np.mod(20 + 2.5 * rng.standard_normal(k), 24)
     hour = np.where(rng.random(k) < 0.55, evening, 7 + 16 * rng.random(k))
     final = np.floor(hour * 3600) + (n - 1) * spacing + np.floor(rng.random(k) * 0.5 * spacing)
-    promo = rng.random(k) < promo_share * PROMO_ON_SHARE
+    promo = rng.random(k) < p.promo_share * PROMO_ON_SHARE
     rel = np.where(promo, 1 - rng.uniform(0.1, 0.4, k), 1.0) * rng.uniform(0.97, 1.03, k)
-    return {"n": n, "final_s": final, "rel": rel}
+    return {"n": n, "final_s": final, "rel": rel, "intent": p.mission_intent * rng.standard_normal(k)}
 
 
 def logistic(x: np.ndarray) -> np.ndarray:
@@ -131,13 +139,13 @@ def logistic(x: np.ndarray) -> np.ndarray:
 class Oracle:
     """Closed-form P(purchase in [T, T+7d)) and P(no event in [T, T+30d)) per user from the truth."""
 
-    def __init__(self, truth: pd.DataFrame, days: int, mean_lifetime: float, shapes: dict[str, np.ndarray]):
+    def __init__(self, truth: pd.DataFrame, p: ShopParams, shapes: dict[str, np.ndarray]):
         self.t = truth.reset_index(drop=True)
-        self.days = days
-        self.first = np.where(self.t["is_new"], self.t["signup"], -10).astype(float)  # WARMUP_DAYS
+        self.warmup = warmup_days(p)
+        self.first = np.where(self.t["is_new"], self.t["signup"], -self.warmup).astype(float)
         self.first_active = np.maximum(self.t["signup"].to_numpy(), 0)
-        self.life = mean_lifetime * np.exp(0.5 * self.t["engagement"].to_numpy())
-        self.mid = np.arange(-10, days + 60) + 0.5  # day midpoints
+        self.life = p.mean_lifetime_days * np.exp(0.5 * self.t["engagement"].to_numpy())
+        self.mid = np.arange(-self.warmup, p.days + 60) + 0.5  # day midpoints
         decay = self.t["activity_decay_days"].to_numpy()[:, None]
         act = ACTIVITY_FLOOR + (1 - ACTIVITY_FLOOR) * np.exp(
             -(self.mid[None] - self.t["signup"].to_numpy()[:, None]) / decay
@@ -150,7 +158,10 @@ class Oracle:
             self.t["price_elasticity"].to_numpy()[:, None],
         )
         self.pbuy = logistic(
-            a + b * np.log(shapes["rel"])[None] + MISSION_COMMITMENT * (shapes["n"][None] - 2)
+            a
+            + b * np.log(shapes["rel"])[None]
+            + MISSION_COMMITMENT * (shapes["n"][None] - 2)
+            + shapes["intent"][None]
         )
         self.final_s = shapes["final_s"]
 
@@ -191,7 +202,7 @@ class Oracle:
         first_next[grp.index.to_numpy()] = grp.to_numpy()
         fin = inflight[inflight["is_final"] & (inflight["session_start_s"] < (as_of + PROP_DAYS) * DAY_S)]
         p_no_buy, p_churn = np.zeros(n_users), np.zeros(n_users)
-        days_idx = (np.arange(as_of, as_of + CHURN_DAYS) + 10).astype(int)
+        days_idx = (np.arange(as_of, as_of + CHURN_DAYS) + self.warmup).astype(int)
         for j, c in enumerate(self.grid(as_of)):
             w = post[:, j]
             live = w > 1e-9
@@ -240,10 +251,11 @@ def labels_and_baselines(as_of: int, ev: pd.DataFrame) -> pd.DataFrame:
 
 
 def true_state(
-    as_of: int, f: dict[str, pd.DataFrame], truth: pd.DataFrame
+    as_of: int, f: dict[str, pd.DataFrame], truth: pd.DataFrame, intent: float
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """What the oracle knows at T besides the traits: mission start days before T (users x missions,
-    NaN-padded) and the planned sessions at or after T of missions started before T, with P(buy)."""
+    NaN-padded) and the planned sessions at or after T of missions started before T, with P(buy) (``p``)
+    and P(buy) averaged over the intent prior (``p_no_intent``: the plan known, the mission's intent not)."""
     uidx = pd.Series(np.arange(len(truth)), index=truth["user_id"])
     m = f["missions"].merge(truth[["user_id", "is_new"]], on="user_id")
     m = m[(m["start_s"] // DAY_S < as_of) & ~(m["is_new"] & (m["mission"] == 1))]
@@ -256,29 +268,47 @@ def true_state(
     pl["u"] = uidx[pl["user_id"]].to_numpy()
     a, b = truth["purchase_intercept"].to_numpy()[pl["u"]], truth["price_elasticity"].to_numpy()[pl["u"]]
     commit = MISSION_COMMITMENT * (pl["n_sessions"].to_numpy() - 2)
-    pl["p"] = logistic(a + b * np.log(pl["relative_price"].to_numpy()) + commit)
+    logit = a + b * np.log(pl["relative_price"].to_numpy()) + commit
+    pl["p"] = logistic(logit + pl["intent"].to_numpy())
+    z = np.random.default_rng(0).standard_normal(64)
+    pl["p_no_intent"] = logistic(logit[:, None] + intent * z[None]).mean(1) if len(pl) else []
     return starts, pl
 
 
-def rows_at(as_of: int, f: dict[str, pd.DataFrame], oracle: Oracle) -> pd.DataFrame:
+def rows_at(as_of: int, f: dict[str, pd.DataFrame], oracle: Oracle, intent: float) -> pd.DataFrame:
     """Labels, baselines and the oracles' probabilities at T, one row per user in the population."""
     truth = oracle.t
     out = labels_and_baselines(as_of, f["events"])
-    starts, pl = true_state(as_of, f, truth)
+    starts, pl = true_state(as_of, f, truth, intent)
     post = oracle.posterior(as_of, starts)
     known = np.zeros_like(post)
     known[np.arange(len(truth)), np.clip(truth["churn"].to_numpy(), 1, post.shape[1]) - 1] = 1
     ui = pd.Series(np.arange(len(truth)), index=truth["user_id"])[out.index].to_numpy()
-    variants = (("oracle", post, pl), ("clairvoyant", known, pl), ("no_plan", post, pl.iloc[:0]))
+    variants = (
+        ("oracle", post, pl),
+        ("clairvoyant", known, pl),
+        ("no_intent", post, pl.assign(p=pl["p_no_intent"])),
+        ("no_plan", post, pl.iloc[:0]),
+    )
     for name, dist, plan in variants:
         p_buy, p_churn = oracle.probs(as_of, dist, plan)
         out[f"{name}_prop"], out[f"{name}_churn"] = p_buy[ui], p_churn[ui]
+    churn_s = truth["churn"].to_numpy()[pl["u"].to_numpy()] * DAY_S
+    done = pl[
+        pl["is_final"]
+        & pl["buy"]
+        & (pl["session_start_s"] < np.minimum((as_of + PROP_DAYS) * DAY_S, churn_s))
+    ]
+    out["inflight_buy"] = out.index.isin(
+        done["user_id"].unique()
+    )  # a purchase planned by a mission begun before T
     return out.assign(as_of=as_of)
 
 
 SCORES = {  # name -> (propensity score, churn score): higher means likelier label
     "oracle (truth, churn date unknown)": ("oracle_prop", "oracle_churn"),
     "clairvoyant (also the churn date)": ("clairvoyant_prop", "clairvoyant_churn"),
+    "oracle without the intent of missions in flight": ("no_intent_prop", "no_intent_churn"),
     "oracle without the missions in flight": ("no_plan_prop", "no_plan_churn"),
     "recency (days since last event)": ("-recency", "recency"),
     "purchase recency": ("-purchase_recency", "purchase_recency"),
@@ -333,14 +363,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--shapes", type=int, default=400, help="new-mission shapes sampled for the oracle")
+    p.add_argument("--intent", type=float, help="synthetic.mission_intent (default: the product default)")
+    p.add_argument("--spacing", type=float, help="synthetic.mission_spacing_scale (default: the product's)")
     ns = p.parse_args(argv)
-    frames = shop_frames(ns.users, ns.days, ns.seed)
-    syn = load_config("local").settings.synthetic
-    shapes = mission_shapes(ns.shapes, ns.seed, syn.promo_share)
-    oracle = Oracle(frames["truth"], ns.days, syn.mean_lifetime_days, shapes)
+    cfg = load_config("local")
+    shop = ShopParams.from_config(cfg, None)  # type: ignore[arg-type]
+    shop = dataclasses.replace(
+        shop,
+        users=ns.users,
+        days=ns.days,
+        seed=ns.seed,
+        mission_intent=shop.mission_intent if ns.intent is None else ns.intent,
+        mission_spacing_scale=shop.mission_spacing_scale if ns.spacing is None else ns.spacing,
+    )
+    shop.validate()
+    frames = shop_frames(cfg, shop)
+    shapes = mission_shapes(ns.shapes, shop)
+    oracle = Oracle(frames["truth"], shop, shapes)
+    intent = shop.mission_intent
     # Per task, the newest weekly as-of dates whose label window ends inside the period (a holdout).
     rows = {
-        task: pd.concat([rows_at(ns.days - h - 7 * i, frames, oracle) for i in reversed(range(ns.dates))])
+        task: pd.concat(
+            [rows_at(ns.days - h - 7 * i, frames, oracle, intent) for i in reversed(range(ns.dates))]
+        )
         for task, h in (("prop", PROP_DAYS), ("churn", CHURN_DAYS))
     }
     for task, r in rows.items():  # calibration: a sound oracle predicts the label rate
@@ -353,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
             r.loc[ok, f"y_{task}"].mean(),
             r.loc[ok, f"oracle_{task}"].mean(),
         )
+    prop = rows["prop"]
+    log.info(
+        "propensity positives that end a mission begun before T: %.3f (of all rows: %.3f)",
+        prop.loc[prop["y_prop"] == 1, "inflight_buy"].mean(),
+        prop["inflight_buy"].mean(),
+    )
     print(table(rows["prop"], rows["churn"]))  # noqa: T201
     return 0
 

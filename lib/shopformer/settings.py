@@ -313,6 +313,8 @@ class SyntheticSettings:
     elasticity_median: float
     promo_share: float
     zipf_exponent: float
+    mission_intent: float
+    mission_spacing_scale: float
     categories: dict[str, Any] = field(default_factory=dict)  # open map (config.OPEN_SECTIONS); unused today
 
     def checks(self) -> dict[str, bool]:
@@ -332,6 +334,8 @@ class SyntheticSettings:
             "elasticity_median": self.elasticity_median < 0,
             "promo_share": 0 <= self.promo_share <= 1,
             "zipf_exponent": self.zipf_exponent > 0,
+            "mission_intent": 0 <= self.mission_intent <= 5,
+            "mission_spacing_scale": 0 < self.mission_spacing_scale <= 30,
         }
 
 

@@ -20,7 +20,17 @@ from shopformer.config import Config, load_config
 from shopformer.errors import ConfigError
 from shopformer.ops.jobs import job_main
 from shopformer.synthetic.catalog import ITEMS, item_catalog, on_promo
-from shopformer.synthetic.users import REES46_COLUMNS, USERS, ShopParams, shop_logs, user_traits
+from shopformer.synthetic.events import session_plans
+from shopformer.synthetic.users import (
+    REES46_COLUMNS,
+    USERS,
+    ShopParams,
+    mission_sessions,
+    purchase_decisions,
+    shop_logs,
+    user_missions,
+    user_traits,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_DATE = dt.date(2024, 3, 1)
@@ -81,7 +91,15 @@ def test_one_user_one_item_one_day(spark: SparkSession) -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("format", "xml"), ("days", 0), ("elasticity_median", 0.5), ("dirty_fraction", 0.9)]
+    ("key", "value"),
+    [
+        ("format", "xml"),
+        ("days", 0),
+        ("elasticity_median", 0.5),
+        ("dirty_fraction", 0.9),
+        ("mission_intent", -1),
+        ("mission_spacing_scale", 0),
+    ],
 )
 def test_bad_config_names_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"synthetic.{key}"):
@@ -229,6 +247,42 @@ def test_an_item_left_in_the_cart_raises_the_next_sessions_purchase_rate(big: tu
     )
     by = {r.carted: r.rate for r in rates}
     assert by[True] > 1.3 * by[False], by
+
+
+def test_spacing_scale_stretches_the_hours_between_a_missions_sessions(spark: SparkSession) -> None:
+    p, users, _, _ = make_shop(spark, users=40, new_user_share=1.0)
+    key = ["user_id", "mission"]
+    one = users.transform(user_missions, p=p).select(*key, "spacing_s")
+    three = users.transform(user_missions, p=replace(p, mission_spacing_scale=3.0))
+    pairs = one.join(three.select(*key, F.col("spacing_s").alias("s3")), key).collect()
+    assert pairs, "new users keep their missions' keys when only the spacing changes"
+    assert all(abs(r.s3 - 3 * r.spacing_s) <= 3 for r in pairs)
+    assert min(r.s3 for r in pairs) >= 3 * 2 * 3600  # the shortest spacing, 2 h, tripled
+
+
+@pytest.mark.integration
+def test_mission_intent_shows_in_earlier_sessions_and_raises_the_purchase(spark: SparkSession) -> None:
+    p, users, items, _ = make_shop(spark, users=1000, days=28, mission_intent=2.0)
+    plans = (
+        users.transform(user_missions, p=p)
+        .transform(mission_sessions, p=p)
+        .transform(purchase_decisions, items=items, p=p)
+        .transform(session_plans, p=p)
+    )
+    target_seen = F.exists("events", lambda e: e["item"] == F.col("target")).cast("double")
+    by = {
+        r.high: r
+        for r in plans.groupBy((F.col("intent") > 0).alias("high"))
+        .agg(
+            F.avg(F.when(F.col("is_final"), F.col("buy").cast("double"))).alias("buy"),
+            F.avg(F.when(~F.col("is_final"), target_seen)).alias("seen"),
+        )
+        .collect()
+    }
+    assert by[True].buy > by[False].buy + 0.25, by
+    assert by[True].seen > by[False].seen + 0.15, by
+    without = users.transform(user_missions, p=replace(p, mission_intent=0.0))
+    assert without.where(F.col("intent") != 0).count() == 0
 
 
 @pytest.mark.integration

@@ -34,19 +34,30 @@ def _gap_s(seed: int, *keys: Column) -> Column:
     return F.least(F.lit(1200), F.greatest(F.lit(2), F.round(40 * F.pow(u / (1 - u), 1 / 1.5)))).cast("long")
 
 
+def _shown(prob: Column, p: ShopParams) -> Column:
+    """``prob`` shifted by the mission's intent on the logit scale: how a non-final session shows intent
+    (the target's view and cart); unchanged when ``synthetic.mission_intent`` is 0 (the shop before it)."""
+    if p.mission_intent == 0:
+        return prob
+    lifted = prob * F.exp(F.col("intent"))  # logistic(logit(prob) + intent), defined at prob = 1 too
+    return lifted / (lifted + 1 - prob)
+
+
 def session_plans(sessions: DataFrame, *, p: ShopParams) -> DataFrame:
     """The ordered events of each session: off-mission browsing, views of alternatives in the mission's
     category, sometimes cart + remove of an alternative, then the target's view / cart / remove / purchase."""
-    require_columns(sessions, ["stage", "is_final", "buy", "category", "target", "session_start_s"], "plans")
+    require_columns(
+        sessions, ["stage", "is_final", "buy", "category", "target", "session_start_s", "intent"], "plans"
+    )
     s, layout = p.seed, p.layout()
     key = [F.col("user_id"), F.col("mission"), F.col("session")]
     stage, final, buy = F.col("stage"), F.col("is_final"), F.col("buy")
     n_browse = F.floor(3 * uniform(s, 61, *key))
     n_alt = F.least(F.lit(5), 1 + F.floor(uniform(s, 62, *key) * 5 * (1.25 - stage)))
     alt_cart = uniform(s, 63, *key) < 0.10 + 0.20 * stage
-    view_t = final | (uniform(s, 64, *key) < stage)
+    view_t = final | (uniform(s, 64, *key) < _shown(stage, p))
     u_cart = uniform(s, 65, *key)
-    cart_t = buy | (final & (u_cart < 0.35)) | (~final & view_t & (u_cart < 0.5 * stage))
+    cart_t = buy | (final & (u_cart < 0.35)) | (~final & view_t & (u_cart < _shown(0.5 * stage, p)))
     remove_t = final & ~buy & cart_t & (uniform(s, 66, *key) < 0.6)
     alt = [layout.pick_item(F.col("category"), uniform(s, 70, *key, F.lit(j))) for j in range(5)]
     browse = [

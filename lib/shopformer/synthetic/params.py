@@ -34,6 +34,8 @@ class ShopParams:
     elasticity_median: float
     promo_share: float
     zipf_exponent: float
+    mission_intent: float
+    mission_spacing_scale: float
     files_per_day: int
 
     @classmethod

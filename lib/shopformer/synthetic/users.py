@@ -41,7 +41,7 @@ FADE_DAYS = 14.0  # activity fades linearly over the last 14 days before a user'
 ACTIVITY_FLOOR = 0.3  # long-tenured users keep 30% of their initial mission rate
 MAX_SESSIONS = 5
 MISSION_COMMITMENT = 0.5  # logit P(buy) per mission session beyond two
-WARMUP_DAYS = 10  # longer than the longest mission (5 sessions x <= 72 h)
+WARMUP_DAYS = 10  # longer than the longest mission (5 sessions x <= 72 h), per unit of spacing scale
 
 USERS = StructType(
     [
@@ -87,6 +87,11 @@ def user_traits(ids: DataFrame, *, p: ShopParams) -> DataFrame:
     )
 
 
+def warmup_days(p: ShopParams) -> int:
+    """Days before the period in which missions of users already active may start (WARMUP_DAYS x scale)."""
+    return math.ceil(WARMUP_DAYS * p.mission_spacing_scale)
+
+
 def _hour_of_day_s(seed: int, *keys: Column) -> Column:
     """Seconds into the day: 55% evening peak (N(20h, 2.5h)), the rest uniform over 07-23h."""
     evening = F.pmod(20 + 2.5 * normal(seed, 52, *keys), F.lit(24.0))
@@ -105,7 +110,7 @@ def user_missions(users: DataFrame, *, p: ShopParams) -> DataFrame:
     )
     # Users already active at the start have missions in flight: start candidates WARMUP_DAYS early and
     # drop the sessions before the period (mission_sessions), so day 1 looks like any other day.
-    first = F.when(F.col("is_new"), signup).otherwise(F.lit(-WARMUP_DAYS))
+    first = F.when(F.col("is_new"), signup).otherwise(F.lit(-warmup_days(p)))
     span = F.greatest(F.least(churn, F.lit(p.days)) - first, F.lit(0)).cast("double")
     n = F.floor(F.col("missions_per_day") * span + uniform(s, 41, u)).cast("int")
     k = F.col("mission")
@@ -121,6 +126,7 @@ def user_missions(users: DataFrame, *, p: ShopParams) -> DataFrame:
     cat = F.when(u_cat < 0.45, fav_1).when(u_cat < 0.7, fav_2)
     cat = cat.otherwise(layout.pick_category(uniform(s, 45, u, k)))
     n_sessions = F.least(F.lit(MAX_SESSIONS), 1 + F.floor(5 * F.pow(uniform(s, 46, u, k), 2))).cast("int")
+    spacing_h = p.mission_spacing_scale * (2 + 46 * F.pow(uniform(s, 47, u, k), 2))
     return (
         users.withColumn("mission", F.explode(F.when(n > 0, F.sequence(F.lit(1), n))))
         .where(first_new | (uniform(s, 43, u, k) < activity * fade))
@@ -131,11 +137,12 @@ def user_missions(users: DataFrame, *, p: ShopParams) -> DataFrame:
             "category",
             layout.pick_item(F.col("category"), uniform(s, 48, u, k)).alias("target"),
             n_sessions.alias("n_sessions"),
-            F.floor((2 + 46 * F.pow(uniform(s, 47, u, k), 2)) * 3600).cast("long").alias("spacing_s"),
+            F.floor(spacing_h * 3600).cast("long").alias("spacing_s"),
             (F.floor(t).cast("long") * DAY_S + _hour_of_day_s(s, u, k)).alias("start_s"),
             (churn.cast("long") * DAY_S).alias("churn_s"),
             "purchase_intercept",
             "price_elasticity",
+            (p.mission_intent * normal(s, 49, u, k)).alias("intent"),  # logit P(buy) += intent
         )
     )
 
@@ -164,9 +171,11 @@ def mission_sessions(missions: DataFrame, *, p: ShopParams) -> DataFrame:
 
 def purchase_decisions(sessions: DataFrame, *, items: DataFrame, p: ShopParams) -> DataFrame:
     """Final sessions buy the target with P = logistic(a_user + beta_user x ln(price / base price)
-    + 0.5 x (n_sessions - 2)): intent builds over a mission's sessions."""
+    + 0.5 x (n_sessions - 2) + intent): intent builds over a mission's sessions."""
     require_columns(
-        sessions, ["target", "session_start_s", "is_final", "n_sessions", "purchase_intercept"], "decisions"
+        sessions,
+        ["target", "session_start_s", "is_final", "n_sessions", "purchase_intercept", "intent"],
+        "decisions",
     )
     cols = [
         "product_id",
@@ -181,6 +190,7 @@ def purchase_decisions(sessions: DataFrame, *, items: DataFrame, p: ShopParams) 
     rel = price_on_day(p.seed, day) / F.col("base_price")
     commitment = MISSION_COMMITMENT * (F.col("n_sessions") - 2)  # longer research, likelier purchase
     logit = F.col("purchase_intercept") + F.col("price_elasticity") * F.log(rel) + commitment
+    logit = logit + F.col("intent")  # the mission's own intent (synthetic.mission_intent; 0 = none)
     draw = uniform(p.seed, 55, F.col("user_id"), F.col("mission"))
     return sessions.join(item, F.col("target") + PRODUCT_ID_BASE == F.col("product_id")).select(
         *sessions.columns,

@@ -400,6 +400,35 @@ def test_a_task_routed_to_its_best_epoch_is_scored_by_that_epoch_and_survives_a_
     assert buf.getbuffer().nbytes < 2 * plain.getbuffer().nbytes - 2000 * 64 * 4 // 2
 
 
+def test_tasks_routed_to_the_same_epoch_share_one_route_and_one_forward_pass() -> None:
+    """Both tasks best at one epoch (the 20 M-event bench's model): one route, run once per batch, saved
+    once; before, each task ran its own copy, three transformer passes per scored row instead of two."""
+    c = tiny()
+    main, epoch0 = ShopformerModel(c), ShopformerModel(c)
+    main.scaler.fit(np.random.default_rng(4).random((20, len(AGGS))) * 5)
+    epoch0.load_state_dict(main.state_dict())
+    with torch.no_grad():
+        for p in epoch0.backbone.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    state = epoch0.state_dict()
+    main.set_routes({"propensity": state, "churn": {k: v.clone() for k, v in state.items()}})
+    assert main.routes["churn"] is main.routes["propensity"]
+    calls = []
+    main.routes["churn"].register_forward_hook(lambda *_: calls.append(1))
+    b = random_batch(c)
+    got, want = main.eval().predict(b), epoch0.eval().predict(b)
+    assert len(calls) == 1
+    for task in ("propensity", "churn"):
+        torch.testing.assert_close(got[task], want[task], rtol=0, atol=0)
+    buf, plain = io.BytesIO(), io.BytesIO()
+    save_checkpoint(buf, main)
+    save_checkpoint(plain, epoch0)
+    buf.seek(0)
+    loaded = load_checkpoint(buf)[0]
+    assert loaded.routes["churn"] is loaded.routes["propensity"]
+    assert buf.getbuffer().nbytes < 2.2 * plain.getbuffer().nbytes  # the shared route's weights once
+
+
 def test_transfer_copies_the_network_but_not_another_shops_vocabulary() -> None:
     source = ShopformerModel(tiny(text_dim=3))
     source.scaler.fit(np.random.default_rng(1).random((20, len(AGGS))) * 5)

@@ -180,6 +180,15 @@ def test_segments_are_elasticity_terciles(spark: SparkSession, shop: Config, sco
     assert scored_twice["first"].segments == counts.to_dict()
 
 
+def test_scoring_runs_a_task_per_core_at_least_and_more_as_the_night_grows(spark: SparkSession) -> None:
+    """A night's snapshots are one file of one row group: read as is, one core scored every user."""
+    cores = spark.sparkContext.defaultParallelism
+    assert scoring_job.scoring_partitions(spark, 1) == cores
+    big = scoring_job.ROWS_PER_TASK * (cores + 1)
+    assert scoring_job.scoring_partitions(spark, big) == cores + 1
+    assert scoring_job.scoring_partitions(spark, big + 1) == cores + 2
+
+
 def test_segment_ranks_ties_and_keeps_nulls_out(spark: SparkSession) -> None:
     rows = [("s", f"u{n}", -v) for n, v in enumerate([5.0, 4.0, 3.0, 3.0, 2.0, 1.0, 0.5])]
     df = spark.createDataFrame(

@@ -262,7 +262,7 @@ def test_spacing_scale_stretches_the_hours_between_a_missions_sessions(spark: Sp
 
 @pytest.mark.integration
 def test_mission_intent_shows_in_earlier_sessions_and_raises_the_purchase(spark: SparkSession) -> None:
-    p, users, items, _ = make_shop(spark, users=1000, days=28, mission_intent=2.0)
+    p, users, items, _ = make_shop(spark, mission_intent=2.0)
     plans = (
         users.transform(user_missions, p=p)
         .transform(mission_sessions, p=p)

@@ -28,12 +28,19 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from shopformer.errors import ConfigError, SourceError
 from shopformer.ingest import layouts
-from shopformer.ingest.sources import CORRUPT, RESERVED, SourceMapping, check_expressions, load, text_schema
+from shopformer.ingest.sources import (
+    CORRUPT,
+    RESERVED,
+    SourceMapping,
+    check_expressions,
+    load,
+    text_schema,
+)
+from shopformer.ingest.sources import INGEST_DATE as DAY
 from shopformer.ingest.sources import quoted as q
 from shopformer.ingest.sources import where_of as _where
 
 LOSSLESS = "ISO-8859-1"  # one character per byte: the bytes of a line survive the CSV reader unchanged
-DAY = "_ingest_date"
 Group = tuple[DataFrame, list[str], list[str]]  # (names + CORRUPT + _metadata + DAY, the names, its files)
 Dated = Sequence[tuple[dt.date, Sequence[str]]]  # (landing date the rows become, its files) per read
 

@@ -29,7 +29,8 @@ from shopformer.ingest.layouts import first_line
 from shopformer.schemas import EVENT_TYPES
 
 CORRUPT = "_corrupt_record"
-RESERVED = (CORRUPT, "_raw_record", "_source_file", "_ingest_date")
+INGEST_DATE = "_ingest_date"  # the landing date a raw row was read for
+RESERVED = (CORRUPT, "_raw_record", "_source_file", INGEST_DATE)
 CANONICAL_FIELDS = (
     "user_id",
     "event_time",

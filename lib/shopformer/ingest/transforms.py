@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from shopformer.ingest.sources import CORRUPT, RESERVED, quoted
+from shopformer.ingest.sources import CORRUPT, INGEST_DATE, RESERVED, quoted
 from shopformer.schemas import BRONZE_EVENTS, BRONZE_REJECTED, names, require_columns
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
@@ -120,7 +120,7 @@ def map_fields(
         F.col(CORRUPT).isNotNull().alias("malformed"),
         F.col("_raw_record").alias("raw_record"),
         F.col("_source_file").alias("source_file"),
-        F.col("_ingest_date").alias("ingest_date"),
+        F.col(INGEST_DATE).alias("ingest_date"),
     )
 
 

@@ -354,6 +354,10 @@ class ShopformerModel(nn.Module):
         self.routes = nn.ModuleDict()
         own = dict(self.named_buffers())
         for task, state in states.items():
+            twin = next((t for t in self.routes if _same_state(states[t], state)), None)
+            if twin is not None:  # both tasks best at the same epoch: one route, one forward pass
+                self.routes[task] = self.routes[twin]
+                continue
             route = ShopformerModel(self.config).to(next(self.parameters()).device)
             route.load_state_dict(state)
             for name, buf in route.named_buffers():
@@ -507,14 +511,21 @@ class ShopformerModel(nn.Module):
             "user_vector": out["user_vector"],
             "summary": out["hidden"][:, -1],  # [B, D]: what the heads start from
         }
+        runs = {id(self): out}  # one forward pass per distinct model: tasks may share a route
         for task in TASKS:
-            got = out if task not in self.routes else self.routes[task](b)  # a routed task: its epoch's model
+            model = self.for_task(task)  # a routed task: its epoch's model
+            got = runs[id(model)] if id(model) in runs else runs.setdefault(id(model), model(b))
             res[task] = torch.sigmoid(got[f"{task}_logit"])  # [B]
             res[f"{task}_summary"] = got["hidden"][:, -1]  # [B, D]: reasons re-run that model's heads
         if top_k:
             scores, ids = self.item_logits(out["hidden"][:, -1], min_item_id).topk(top_k, dim=-1)  # [B, k]
             res["next_items"], res["next_item_scores"] = ids, scores
         return res
+
+
+def _same_state(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> bool:
+    """Whether two state dicts hold the same tensors (two tasks routed to one epoch's weights)."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def save_checkpoint(

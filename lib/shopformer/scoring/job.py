@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -46,6 +47,12 @@ from shopformer.spark import build_spark
 
 log = logging.getLogger(__name__)
 ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+ROWS_PER_TASK = 20_000  # snapshot rows per scoring task: ~20-60 s of model time per core
+
+
+def scoring_partitions(spark: SparkSession, rows: int) -> int:
+    """Tasks for ``rows`` snapshot rows: at least one per core, more as the night grows."""
+    return max(spark.sparkContext.defaultParallelism, math.ceil(rows / ROWS_PER_TASK))
 
 
 class ScoringInputError(ShopformerError):
@@ -258,7 +265,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
     lineage = scoring.Lineage(m.name, m.version, run_id)
     log.info("scoring %d snapshot rows of %s with %s v%s", stats["n"], run_date, m.name, m.version)
     with _arrow_batch(spark, s.arrow_batch_size):
-        scored = scoring.score_snapshots(snaps, spec=spec).persist()  # three tables, one model pass
+        tasks = scoring_partitions(spark, int(stats["n"]))
+        scored = scoring.score_snapshots(snaps, spec=spec, partitions=tasks).persist()  # one model pass
         try:
             buy_only = sorted(set(stats["sources"]) - set(stats["viewed"]))  # no view: elasticity from buys
             _write(cfg, scored, run_date, lineage, buy_only)

@@ -183,7 +183,8 @@ def test_segments_are_elasticity_terciles(spark: SparkSession, shop: Config, sco
 def test_scoring_runs_a_task_per_core_at_least_and_more_as_the_night_grows(spark: SparkSession) -> None:
     """A night's snapshots are one file of one row group: read as is, one core scored every user."""
     cores = spark.sparkContext.defaultParallelism
-    assert scoring_job.scoring_partitions(spark, 1) == cores
+    assert scoring_job.scoring_partitions(spark, scoring_job.ROWS_PER_TASK) is None  # one task's rows
+    assert scoring_job.scoring_partitions(spark, scoring_job.ROWS_PER_TASK + 1) == max(cores, 2)
     big = scoring_job.ROWS_PER_TASK * (cores + 1)
     assert scoring_job.scoring_partitions(spark, big) == cores + 1
     assert scoring_job.scoring_partitions(spark, big + 1) == cores + 2

@@ -50,8 +50,12 @@ ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 ROWS_PER_TASK = 20_000  # snapshot rows per scoring task: ~20-60 s of model time per core
 
 
-def scoring_partitions(spark: SparkSession, rows: int) -> int:
-    """Tasks for ``rows`` snapshot rows: at least one per core, more as the night grows."""
+def scoring_partitions(spark: SparkSession, rows: int) -> int | None:
+    """Tasks for ``rows`` snapshot rows: at least one per core once the night exceeds one task's rows,
+    more as it grows; None (read as is, no shuffle) for a night of one task's rows, where more Python
+    workers would each load the model for a few seconds of work."""
+    if rows <= ROWS_PER_TASK:
+        return None
     return max(spark.sparkContext.defaultParallelism, math.ceil(rows / ROWS_PER_TASK))
 
 

@@ -514,7 +514,9 @@ class ShopformerModel(nn.Module):
         runs = {id(self): out}  # one forward pass per distinct model: tasks may share a route
         for task in TASKS:
             model = self.for_task(task)  # a routed task: its epoch's model
-            got = runs[id(model)] if id(model) in runs else runs.setdefault(id(model), model(b))
+            if id(model) not in runs:
+                runs[id(model)] = model(b)
+            got = runs[id(model)]
             res[task] = torch.sigmoid(got[f"{task}_logit"])  # [B]
             res[f"{task}_summary"] = got["hidden"][:, -1]  # [B, D]: reasons re-run that model's heads
         if top_k:

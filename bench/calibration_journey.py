@@ -15,7 +15,6 @@ The trained model of a ``./dev journey`` root scores the run's own purged train 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -24,14 +23,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from journey_run import model_and_split
 
-from shopformer.config import load_config
 from shopformer.model import holdout
 from shopformer.model.evaluation import Calibrator, ece
 from shopformer.model.inference import predict_frame
-from shopformer.model.network import load_checkpoint
 from shopformer.schemas import TASK_LABELS
-from shopformer.spark import build_spark
 
 log = logging.getLogger("bench")
 
@@ -76,21 +73,11 @@ def task_report(model: Any, d: holdout.Data, task: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default="data/complete_journey")
-    p.add_argument("--out", default="bench/results/calibration_journey.json")
-    p.add_argument("--checkpoint", help="a model.pt to use (default: the newest under <root>/mlruns)")
-    args = p.parse_args(argv)
-    newest = sorted(Path(args.root, "mlruns").rglob("model.pt"), key=lambda f: f.stat().st_mtime)
-    checkpoints = [Path(args.checkpoint)] if args.checkpoint else newest[-1:]
-    if not checkpoints:
-        log.error("no model.pt under %s/mlruns: run ./dev journey first", args.root)
+    got = model_and_split(argv, __doc__, "bench/results/calibration_journey.json", "calibration_journey")
+    if got is None:
         return 1
-    model, _, _ = load_checkpoint(checkpoints[0])
-    cfg = load_config("local", [f"paths.root={args.root}", "ingest.source=complete_journey"])
-    d = holdout.prepare(build_spark(cfg, "calibration_journey"), cfg)
-    out = {"checkpoint": str(checkpoints[0]), **{task: task_report(model, d, task) for task in TASK_LABELS}}
+    args, checkpoint, model, d = got
+    out = {"checkpoint": str(checkpoint), **{task: task_report(model, d, task) for task in TASK_LABELS}}
     Path(args.out).write_text(json.dumps(out, indent=1, default=float) + "\n")
     log.info("wrote %s", args.out)
     return 0

@@ -21,7 +21,6 @@ variant and of the model alone, and a paired bootstrap 95 % interval of each var
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -29,15 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from journey_run import model_and_split
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from shopformer.config import load_config
-from shopformer.model import baselines, holdout
-from shopformer.model.network import batch_from_numpy, load_checkpoint
+from shopformer.model import baselines
+from shopformer.model.network import batch_from_numpy
 from shopformer.schemas import TASK_LABELS
-from shopformer.spark import build_spark
 
 log = logging.getLogger("bench")
 TASKS = tuple(TASK_LABELS)
@@ -109,23 +107,12 @@ def task_result(frames: dict[str, pd.DataFrame], task: str) -> dict[str, object]
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default="data/complete_journey")
-    p.add_argument("--out", default="bench/results/hybrid_journey.json")
-    p.add_argument("--checkpoint", help="a model.pt to use (default: the newest under <root>/mlruns)")
-    args = p.parse_args(argv)
-    cfg = load_config("local", [f"paths.root={args.root}", "ingest.source=complete_journey"])
-    newest = sorted(Path(args.root, "mlruns").rglob("model.pt"), key=lambda f: f.stat().st_mtime)
-    checkpoints = [Path(args.checkpoint)] if args.checkpoint else newest
-    if not checkpoints:
-        log.error("no model.pt under %s/mlruns: run ./dev journey first", args.root)
+    got = model_and_split(argv, __doc__, "bench/results/hybrid_journey.json", "bench-hybrid")
+    if got is None:
         return 2
-    model, _, _ = load_checkpoint(checkpoints[-1])
-    log.info("model: %s", checkpoints[-1])
-    d = holdout.prepare(build_spark(cfg, "bench-hybrid"), cfg)
+    args, checkpoint, model, d = got
     frames = with_components({k: model_outputs(model, f) for k, f in d.pandas.items()})
-    result = {"checkpoint": str(checkpoints[-1]), **{t: task_result(frames, t) for t in TASKS}}
+    result = {"checkpoint": str(checkpoint), **{t: task_result(frames, t) for t in TASKS}}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return 0

@@ -103,11 +103,17 @@ def warnings_in(log_file: str) -> dict[str, int]:
     return {name: text.count(needle) for name, needle in WARNINGS.items()}
 
 
-def run_curve(ns: argparse.Namespace) -> dict[str, Any]:
+def run_curve(ns: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Runs the steps in order; the result file is rewritten after each step, so a curve that outlives a
+    session keeps what it measured and ``--resume`` goes on from the first step without a result."""
     users, files = PRESETS[ns.size]
     users, files = ns.users or users, ns.files_per_day or files
     root = Path(ns.workdir) / (ns.name or f"curve_{ns.size}")
-    if ns.reuse_landing:  # everything but the landing files and the shop's truth
+    done: dict[str, Any] = {}
+    if ns.resume:  # the tables the finished steps left are kept as they are
+        done = {n: s for n, s in json.loads(out.read_text())["steps"].items() if s["rc"] == 0}
+        log.info("resuming after %s", ", ".join(done) or "nothing")
+    elif ns.reuse_landing:  # everything but the landing files and the shop's truth
         for sub in ("warehouse", "duckdb", "logs", "mlruns", "petastorm_cache"):
             shutil.rmtree(root / sub, ignore_errors=True)
         (root / "mlflow.db").unlink(missing_ok=True)
@@ -120,10 +126,10 @@ def run_curve(ns: argparse.Namespace) -> dict[str, Any]:
         "users": users,
         "days": ns.days,
         "sets": ns.job_set,
-        "steps": {},
+        "steps": dict(done),
     }
     for name, cmd, tag in steps(root, users, files, ns.job_set, ns.days):
-        if name == "generate" and ns.reuse_landing:
+        if name in done or (name == "generate" and ns.reuse_landing):
             continue
         step, out = run_step(name, cmd, log_dir, ns.max_idle_wait)
         step.summary = tagged(out, tag)
@@ -132,6 +138,7 @@ def run_curve(ns: argparse.Namespace) -> dict[str, Any]:
             "warnings": warnings_in(step.log_file),
             "tables_after": table_files(root),
         }
+        out.write_text(json.dumps(result, indent=2) + "\n")
         if step.rc != 0 or not step.summary:
             log.error("%s failed (rc=%d); see %s", name, step.rc, step.log_file)
             break
@@ -191,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until", help="stop after this step (e.g. snapshots_weekly)")
     p.add_argument("--name", help="work folder and results name (default curve_<size>)")
     p.add_argument("--out", type=Path)
+    p.add_argument("--resume", action="store_true", help="keep the --out file's finished steps; run the rest")
     ns = p.parse_args(argv)
-    result = run_curve(ns)
     out = ns.out or REPO / "bench" / "results" / f"scale_{ns.name or 'curve_' + ns.size}.json"
+    result = run_curve(ns, out)
     out.write_text(json.dumps(result, indent=2) + "\n")
     log.info("results written to %s", out)
     print(table(result))  # noqa: T201 - the results table is the one thing printed

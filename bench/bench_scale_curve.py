@@ -103,7 +103,7 @@ def warnings_in(log_file: str) -> dict[str, int]:
     return {name: text.count(needle) for name, needle in WARNINGS.items()}
 
 
-def run_curve(ns: argparse.Namespace, out: Path) -> dict[str, Any]:
+def run_curve(ns: argparse.Namespace, result_file: Path) -> dict[str, Any]:
     """Runs the steps in order; the result file is rewritten after each step, so a curve that outlives a
     session keeps what it measured and ``--resume`` goes on from the first step without a result."""
     users, files = PRESETS[ns.size]
@@ -111,7 +111,7 @@ def run_curve(ns: argparse.Namespace, out: Path) -> dict[str, Any]:
     root = Path(ns.workdir) / (ns.name or f"curve_{ns.size}")
     done: dict[str, Any] = {}
     if ns.resume:  # the tables the finished steps left are kept as they are
-        done = {n: s for n, s in json.loads(out.read_text())["steps"].items() if s["rc"] == 0}
+        done = {n: s for n, s in json.loads(result_file.read_text())["steps"].items() if s["rc"] == 0}
         log.info("resuming after %s", ", ".join(done) or "nothing")
     elif ns.reuse_landing:  # everything but the landing files and the shop's truth
         for sub in ("warehouse", "duckdb", "logs", "mlruns", "petastorm_cache"):
@@ -138,7 +138,7 @@ def run_curve(ns: argparse.Namespace, out: Path) -> dict[str, Any]:
             "warnings": warnings_in(step.log_file),
             "tables_after": table_files(root),
         }
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        result_file.write_text(json.dumps(result, indent=2) + "\n")
         if step.rc != 0 or not step.summary:
             log.error("%s failed (rc=%d); see %s", name, step.rc, step.log_file)
             break

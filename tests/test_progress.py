@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 
 import pytest
+from pyspark.sql import SparkSession
 
-from shopformer.progress import EpochProgress, Progress
+from shopformer.progress import EpochProgress, Progress, StageState, StageWatch
+from shopformer.spark import watch
 
 
 class FakeClock:
@@ -82,3 +86,46 @@ def test_early_stopping_says_so_instead_of_a_time_left() -> None:
         line
         == "finetune: epoch 1/5 done in 20s, 5 rows/s: total 0.5, valid_total 0.61, best_epoch 0; stops early"
     )
+
+
+def test_a_spark_stage_is_reported_once_it_has_run_an_interval_with_its_time_left() -> None:
+    """Stages seen by one poll only (short ones) are quiet; a long one gets a line per poll with its pace
+    since first seen; a finished stage is forgotten (a new stage of the same id starts over)."""
+    clock = FakeClock()
+    watch = StageWatch(every_s=60, clock=clock)
+    assert watch.poll([StageState(7, "save at Tables.scala", 24, 4, 2)]) == []
+    clock.t = 60
+    short = StageState(8, "count", 1, 0, 1)  # first seen now: quiet
+    line = "spark stage 7 (save at Tables.scala): 10/24 tasks, 2 running, 1m00s since first seen, ~2m20s left"
+    assert watch.poll([StageState(7, "save at Tables.scala", 24, 10, 2), short]) == [f"{line} in the stage"]
+    clock.t = 120
+    assert watch.poll([]) == []
+    clock.t = 180
+    assert watch.poll([StageState(7, "collect", 3, 0, 2)]) == []  # a new stage 7: seen once
+
+
+def test_a_stalled_stage_says_its_time_left_is_unknown() -> None:
+    clock = FakeClock()
+    watch = StageWatch(every_s=60, clock=clock)
+    watch.poll([StageState(3, "sort", 8, 0, 2)])
+    clock.t = 90
+    assert watch.poll([StageState(3, "sort", 8, 0, 2)]) == [
+        "spark stage 3 (sort): 0/8 tasks, 2 running, 1m30s since first seen, ~? left in the stage"
+    ]
+
+
+def test_the_watch_reads_the_running_stages_of_a_real_spark_job(
+    spark: SparkSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``spark.watch`` on the test session: a job of 6 one-second tasks on 2 cores (3 s) logs its stage."""
+    caplog.set_level(logging.INFO, logger="shopformer.progress")
+    stop = watch(spark.sparkContext, every_s=0.5)
+    try:
+        spark.sparkContext.parallelize(range(6), 6).map(lambda x: time.sleep(1) or x).collect()
+    finally:
+        stop.set()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("spark stage ")]
+    assert lines, caplog.text
+    shape = r"spark stage \d+ \(collect at .+\): [0-5]/6 tasks, [0-2] running, "
+    shape += r".+ since first seen, ~.+ left in the stage"
+    assert re.fullmatch(shape, lines[0]), lines

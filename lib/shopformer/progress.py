@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 log = logging.getLogger("shopformer.progress")
 
@@ -109,3 +111,63 @@ class EpochProgress:
         note = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + ("; stops early" if stopping else "")
         left = {} if stopping else {"the stage": self.p.total - self.p.done}
         return self.p.report(at=f"epoch {epoch}/{self.epochs} done", left=left, note=note)
+
+
+@dataclass(frozen=True)
+class StageState:
+    """One running Spark stage as the driver's status tracker reports it."""
+
+    stage_id: int
+    name: str
+    tasks: int
+    completed: int
+    running: int
+
+
+class StageWatch:
+    """Lines for Spark stages that have run at least ``every_s``: one Spark plan (a multi-date snapshot
+    build, a range ingest) runs for many minutes without a line of the job's own, so the driver says where
+    each long stage stands: tasks done of all, tasks running, time since first seen and the stage's time
+    left at the pace since then. Short stages never log (one seen by only one poll is not reported)."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s, self.clock = every_s, clock
+        self.seen: dict[int, tuple[float, int]] = {}  # stage id -> (first seen, tasks completed then)
+
+    def poll(self, stages: Iterable[StageState]) -> list[str]:
+        """The lines for this poll (call it every ``every_s``); forgets stages no longer running."""
+        now, lines, running = self.clock(), [], {}
+        for st in stages:
+            first, done0 = self.seen.get(st.stage_id, (now, st.completed))
+            running[st.stage_id] = (first, done0)
+            if now - first < self.every_s:
+                continue
+            rate = (st.completed - done0) / (now - first)
+            left = (st.tasks - st.completed) / rate if rate > 0 else math.nan
+            lines.append(
+                f"spark stage {st.stage_id} ({st.name}): {st.completed}/{st.tasks} tasks, {st.running} "
+                f"running, {_clock(now - first)} since first seen, ~{_clock(left)} left in the stage"
+            )
+        self.seen = running
+        for line in lines:
+            log.info("%s", line)
+        return lines
+
+
+def watch_stages(
+    read: Callable[[], list[StageState]], *, every_s: float = 60.0, alive: Callable[[], bool]
+) -> threading.Event:
+    """Poll ``read()`` every ``every_s`` in a daemon thread while ``alive()``; set the returned event to
+    stop it sooner. A failing read (the context stopping under it) ends the thread, never the job."""
+    stop, stages = threading.Event(), StageWatch(every_s)
+
+    def loop() -> None:
+        while not stop.wait(every_s) and alive():
+            try:
+                stages.poll(read())
+            except Exception:  # progress must never fail the work it reports on
+                log.debug("stage watch stopped", exc_info=True)
+                return
+
+    threading.Thread(target=loop, name="shopformer-stage-watch", daemon=True).start()
+    return stop

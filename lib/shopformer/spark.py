@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from shopformer.config import Config
+from shopformer.progress import StageState, watch_stages
 
 log = logging.getLogger(__name__)
 
@@ -53,4 +56,25 @@ def build_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(str(cfg.get("spark.log_level", "WARN")))
     log.info("spark %s up (master=%s)", spark.version, spark.sparkContext.master)
+    watch(spark.sparkContext)
     return spark
+
+
+def running_stages(sc: SparkContext) -> list[StageState]:
+    """The stages running now, from the driver's status tracker (no Spark job)."""
+    tracker, out = sc.statusTracker(), []
+    for stage_id in tracker.getActiveStageIds():
+        info = tracker.getStageInfo(stage_id)
+        if info is not None:
+            out.append(
+                StageState(stage_id, info.name, info.numTasks, info.numCompletedTasks, info.numActiveTasks)
+            )
+    return out
+
+
+def watch(sc: SparkContext, every_s: float = 60.0) -> threading.Event:
+    """Log long stages' progress every ``every_s`` while ``sc`` is the running context
+    (``progress.StageWatch``); the returned event stops it."""
+    return watch_stages(
+        lambda: running_stages(sc), every_s=every_s, alive=lambda: SparkContext._active_spark_context is sc
+    )

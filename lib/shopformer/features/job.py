@@ -230,7 +230,8 @@ def run(
     """Build and write the snapshots of the as-of dates in [start, end]; returns what was written.
 
     All dates are one Spark plan and one write (no per-date loop to report from), so progress is a line
-    before and one after, with the rows written per second over the whole build."""
+    before and one after, with the rows written per second over the whole build; in between, the stage
+    watch of ``shopformer.spark`` reports each long stage every minute."""
     s = settings(cfg)
     dates = as_of_dates(start, end, cfg.settings.snapshots.every_days)
     progress = Progress("snapshots as-of dates", len(dates))

@@ -129,7 +129,7 @@ def run_curve(ns: argparse.Namespace, result_file: Path) -> dict[str, Any]:
         "steps": dict(done),
     }
     for name, cmd, tag in steps(root, users, files, ns.job_set, ns.days):
-        if name in done or (name == "generate" and ns.reuse_landing):
+        if name in done or (name == "generate" and (ns.reuse_landing or ns.resume)):  # resume: same shop
             continue
         step, out = run_step(name, cmd, log_dir, ns.max_idle_wait)
         step.summary = tagged(out, tag)
@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until", help="stop after this step (e.g. snapshots_weekly)")
     p.add_argument("--name", help="work folder and results name (default curve_<size>)")
     p.add_argument("--out", type=Path)
-    p.add_argument("--resume", action="store_true", help="keep the --out file's finished steps; run the rest")
+    p.add_argument(
+        "--resume", action="store_true", help="keep the shop and --out's finished steps; run the rest"
+    )
     ns = p.parse_args(argv)
     out = ns.out or REPO / "bench" / "results" / f"scale_{ns.name or 'curve_' + ns.size}.json"
     result = run_curve(ns, out)

@@ -93,11 +93,13 @@ def test_a_spark_stage_is_reported_once_it_has_run_an_interval_with_its_time_lef
     since first seen; a finished stage is forgotten (a new stage of the same id starts over)."""
     clock = FakeClock()
     watch = StageWatch(every_s=60, clock=clock)
-    assert watch.poll([StageState(7, "save at Tables.scala", 24, 4, 2)]) == []
+    assert watch.poll([StageState(7, "save at Tables.scala", 24, 4, 2), StageState(6, "save", 2, 0, 0)]) == []
     clock.t = 60
     short = StageState(8, "count", 1, 0, 1)  # first seen now: quiet
+    waiting = StageState(6, "save at Tables.scala", 2, 0, 0)  # seen twice, waiting for stage 7: quiet
     line = "spark stage 7 (save at Tables.scala): 10/24 tasks, 2 running, 1m00s since first seen, ~2m20s left"
-    assert watch.poll([StageState(7, "save at Tables.scala", 24, 10, 2), short]) == [f"{line} in the stage"]
+    now = [StageState(7, "save at Tables.scala", 24, 10, 2), short, waiting]
+    assert watch.poll(now) == [f"{line} in the stage"]
     clock.t = 120
     assert watch.poll([]) == []
     clock.t = 180

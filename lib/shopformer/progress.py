@@ -128,7 +128,8 @@ class StageWatch:
     """Lines for Spark stages that have run at least ``every_s``: one Spark plan (a multi-date snapshot
     build, a range ingest) runs for many minutes without a line of the job's own, so the driver says where
     each long stage stands: tasks done of all, tasks running, time since first seen and the stage's time
-    left at the pace since then. Short stages never log (one seen by only one poll is not reported)."""
+    left at the pace since then. Short stages never log (one seen by only one poll is not reported), nor do
+    stages without a running task (submitted, waiting for the stages they read)."""
 
     def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.every_s, self.clock = every_s, clock
@@ -140,7 +141,7 @@ class StageWatch:
         for st in stages:
             first, done0 = self.seen.get(st.stage_id, (now, st.completed))
             running[st.stage_id] = (first, done0)
-            if now - first < self.every_s:
+            if now - first < self.every_s or not st.running:  # new, or waiting for the stages it reads
                 continue
             rate = (st.completed - done0) / (now - first)
             left = (st.tasks - st.completed) / rate if rate > 0 else math.nan

@@ -128,6 +128,8 @@ def test_the_watch_reads_the_running_stages_of_a_real_spark_job(
         stop.set()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("spark stage ")]
     assert lines, caplog.text
-    shape = r"spark stage \d+ \(collect at .+\): [0-5]/6 tasks, [0-2] running, "
+    # The status tracker's active-task count can lag a finished task by a poll (CI saw "3 running" on
+    # 2 cores while the console bar showed 0 + 2), so the running count is only checked to be a number.
+    shape = r"spark stage \d+ \(collect at .+\): [0-5]/6 tasks, \d+ running, "
     shape += r".+ since first seen, ~.+ left in the stage"
     assert re.fullmatch(shape, lines[0]), lines

@@ -4,9 +4,13 @@ processes) -> MLflow (SQLite) registered model -> champion gate."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
@@ -20,6 +24,7 @@ from shopformer.schemas import SILVER_EVENTS
 from tests.features.test_snapshots import random_rows, silver
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 VERSIONS = ("v2024-04-22", "v2024-04-29")  # the shop's vocabulary, then the one of the grown catalogue
 TINY = [
     "train.model_size=tiny",
@@ -159,3 +164,72 @@ def _grow_catalogue(spark: SparkSession, shop: Config) -> Config:
     moved = old.join(grown_ids, "token").where(F.col(VERSIONS[0]) != F.col(VERSIONS[1])).count()
     assert moved == 15  # every item the champion knows has another id in the new vocabulary
     return grown
+
+
+def _torch_workers(pid: int) -> list[psutil.Process]:
+    """TorchDistributor's torchrun agent under ``pid`` and the ranks it started (empty before it starts)."""
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    agents = [p for p in kids if "torch.distributed.run" in " ".join(_cmdline(p))]
+    try:
+        return [*agents, *(r for a in agents for r in a.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+
+
+def _registry_state(client: MlflowClient) -> list[tuple[str, dict[str, str], list[str]]]:
+    versions = client.search_model_versions("name='shopformer'")
+    return sorted((v.version, dict(v.tags), sorted(v.aliases)) for v in versions)
+
+
+def test_a_run_killed_inside_torchdistributor_leaves_no_version_and_no_worker_and_its_scratch_goes(
+    shop: Config, tmp_path: Path
+) -> None:
+    """``python jobs/train.py`` SIGKILLed (the job's process only, as the OOM killer does) while its
+    TorchDistributor ranks train: the registry is as before (no new version, the champion alias where it
+    was), no rank of the killed run trains on as an orphan (they would log to its MLflow run and write into
+    the scratch folder the next run cleans), and what the run left there goes at the next run's start."""
+    mlflow.set_tracking_uri(str(shop.get("paths.mlflow_tracking_uri")))
+    client = MlflowClient()
+    before = _registry_state(client)
+    runs_before = {
+        r.info.run_id for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+    }
+    root = Path(shop.get("paths.root"))
+    sets = [f"paths.root={root}", *TINY, "spark.master=local[2]", "spark.conf.spark.driver.memory=1g"]
+    cmd = [sys.executable, str(REPO / "jobs" / "train.py"), "--run-date", "2024-04-30"]
+    log = tmp_path / "train.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*cmd, *[a for s in sets for a in ("--set", s)]], cwd=root, stdout=out, stderr=out
+        )
+    try:
+        deadline, workers = time.monotonic() + 300, []
+        while proc.poll() is None and time.monotonic() < deadline and len(workers) < 3:
+            time.sleep(0.2)
+            workers = _torch_workers(proc.pid)  # torchrun's agent, then its 2 ranks
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(workers) >= 3, log.read_text()[-4000:]
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert alive == [], [(p.pid, _cmdline(p)) for p in alive]
+    assert _registry_state(client) == before
+    # The killed run's MLflow run stays RUNNING with nothing a rank logs after its epochs (an orphan that
+    # trained on would have logged finetune_total and a finished checkpoint).
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    killed = [r for r in runs if r.info.run_id not in runs_before]
+    assert [(r.info.status, "finetune_total" in r.data.metrics) for r in killed] == [("RUNNING", False)]
+    shared = Path(shop.get("train.petastorm_cache"))
+    assert [p.name for p in shared.iterdir() if p.name != train_job.LOCK], "the kill left no scratch"
+    with train_job.scratch(shop) as held:  # what every run does first
+        assert [p.name for p in held.iterdir()] == [train_job.LOCK]

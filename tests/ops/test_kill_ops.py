@@ -8,7 +8,7 @@ of forget (bronze.events by ``user_id``, in two files; bronze.events_rejected by
 jobs skip absent tables, so their writes are these tables' only: 2 per table, 4 per job (each table costs
 ~10 s of CI here, so two). Each job's uninterrupted run records the writes it attempts (the kill points)
 and its tables; then, on one copy of the state, the job is killed before one point after another (every run
-a rerun of what the kill before left), forget at all 4, maintain at 3, and run again to the end, which
+a rerun of what the kill before left), each at all 4, and run again to the end, which
 equals the uninterrupted run. forget: a table keeps the users' rows until its MERGE commits, and keeps
 them on disk (time travel) until its VACUUM. maintain: at each of its writes a reader sees the rows it saw
 before the job; after a kill, only the tables OPTIMIZE reached before the kill point are compacted.
@@ -30,7 +30,7 @@ from shopformer.config import load_config
 from tests.ops.test_forget import REJECTS, D, _frame, _schemas
 from tests.test_kill import Night, killed_in_process, recorded, run_in_process
 
-# The jobs run in the test's Spark session: 14 forget and 12 maintain writes of tiny tables in all.
+# The jobs run in the test's Spark session: 14 forget and 14 maintain writes of tiny tables in all.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 RUN_DATE = ("--run-date", "2024-01-08")
@@ -41,7 +41,7 @@ TABLES = ("bronze_events", "bronze_events_rejected")
 RAW = "bronze_events_rejected"  # its rows match by raw record
 ONE_FILE = "bronze_events_rejected"  # maintain's OPTIMIZE finds nothing to compact there (still a write)
 GONE_RAW = {REJECTS[i][1] for i in (0, 1, 3, 4)}  # the users' raw records (test_forget.py says whose)
-MAINTAIN_KILLS = (1, 2, 4)  # before the OPTIMIZE that compacts, the first VACUUM, the last write
+MAINTAIN_KILLS = (1, 2, 3, 4)  # before each write: OPTIMIZE and VACUUM of one table, then of the other
 OPTIMIZE_WRITE = "spark.databricks.delta.optimizeWrite.enabled"  # conf/base.yaml: on (a file per partition)
 
 
@@ -206,10 +206,10 @@ def test_maintain_changes_no_row_a_reader_sees_at_any_of_its_writes(maintain_run
     assert maintain_run.files == dict.fromkeys(PATH.values(), 1)  # compacted
 
 
-def test_maintain_killed_at_sampled_writes_then_rerun(
+def test_maintain_killed_before_each_write_then_rerun(
     spark: SparkSession, state: State, maintain_run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """On one copy of the state: maintain killed before its 1st, 2nd and 4th (last) write in turn, each a
+    """On one copy of the state: maintain killed before each of its 4 writes in turn, each a
     rerun of what the kill before left, then run again to the end. After each kill, every table has the
     rows it had, only the tables OPTIMIZE reached before the kill point have their compacted files, the
     others had no commit; after the rerun, the uninterrupted run's file counts."""

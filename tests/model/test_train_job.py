@@ -186,6 +186,12 @@ def _cmdline(p: psutil.Process) -> list[str]:
         return []
 
 
+def _runs(client: MlflowClient) -> dict[str, mlflow.entities.Run]:
+    """Every MLflow run of every experiment, by run id."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {r.info.run_id: r for r in runs}
+
+
 def _registry_state(client: MlflowClient) -> list[tuple[str, dict[str, str], list[str]]]:
     versions = client.search_model_versions("name='shopformer'")
     return sorted((v.version, dict(v.tags), sorted(v.aliases)) for v in versions)
@@ -201,9 +207,7 @@ def test_a_run_killed_inside_torchdistributor_leaves_no_version_and_no_worker_an
     mlflow.set_tracking_uri(str(shop.get("paths.mlflow_tracking_uri")))
     client = MlflowClient()
     before = _registry_state(client)
-    runs_before = {
-        r.info.run_id for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
-    }
+    runs_before = _runs(client)
     root = Path(shop.get("paths.root"))
     sets = [f"paths.root={root}", *TINY, "spark.master=local[2]", "spark.conf.spark.driver.memory=1g"]
     cmd = [sys.executable, str(REPO / "jobs" / "train.py"), "--run-date", "2024-04-30"]
@@ -226,8 +230,7 @@ def test_a_run_killed_inside_torchdistributor_leaves_no_version_and_no_worker_an
     assert _registry_state(client) == before
     # The killed run's MLflow run stays RUNNING with nothing a rank logs after its epochs (an orphan that
     # trained on would have logged finetune_total and a finished checkpoint).
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    killed = [r for r in runs if r.info.run_id not in runs_before]
+    killed = [r for k, r in _runs(client).items() if k not in runs_before]
     assert [(r.info.status, "finetune_total" in r.data.metrics) for r in killed] == [("RUNNING", False)]
     shared = Path(shop.get("train.petastorm_cache"))
     assert [p.name for p in shared.iterdir() if p.name != train_job.LOCK], "the kill left no scratch"

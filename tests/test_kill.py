@@ -70,8 +70,10 @@ SETS = [
     "snapshots.windows_days=[7,30]",
     "snapshots.price_max_views=4",
     "scoring.top_k=3",
-    "spark.conf.spark.sql.shuffle.partitions=2",
-    "spark.conf.spark.default.parallelism=2",
+    "spark.conf.spark.sql.shuffle.partitions=1",  # the suite's small local Spark (tests/conftest.py)
+    "spark.conf.spark.default.parallelism=1",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=1",
+    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=1",
 ]
 PROCESS_SETS = ("spark.master=local[2]", "spark.conf.spark.driver.memory=1g")  # the killed runs only
 # The writes of each job's night, in order: (what, table path under the root).

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +36,6 @@ TEXT_SCHEMA = StructType(
         StructField("text", StringType(), True),
     ]
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def few_partitions(spark: SparkSession) -> Iterator[None]:
-    """Two shuffle and Delta-snapshot partitions for these tiny tables (conftest asks for the same, but
-    its dotted ``spark.conf.…`` overrides end up nested, not in Spark's conf); restored afterwards."""
-    wanted = {"spark.sql.shuffle.partitions": "2", "spark.databricks.delta.snapshotPartitions": "2"}
-    before = {key: spark.conf.get(key, None) for key in wanted}
-    for key, value in wanted.items():
-        spark.conf.set(key, value)
-    yield
-    for key, value in before.items():
-        if value is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, value)
 
 
 def events(

@@ -65,11 +65,11 @@ MODEL = [
     "scoring.top_k=3",
     "quality.min_rows=1000",  # a tiny night is recorded, not judged: its evaluate_scores must succeed
 ]
-SMALL_SPARK = [
-    "spark.conf.spark.sql.shuffle.partitions=2",
-    "spark.conf.spark.default.parallelism=2",
-    "spark.conf.spark.databricks.delta.snapshotPartitions=2",
-    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=2",
+SMALL_SPARK = [  # the suite's small local Spark (tests/conftest.py)
+    "spark.conf.spark.sql.shuffle.partitions=1",
+    "spark.conf.spark.default.parallelism=1",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=1",
+    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=1",
 ]
 
 

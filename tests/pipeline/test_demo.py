@@ -70,10 +70,11 @@ TINY = [
     "train.holdout_dates=1",
     "train.valid_dates=1",
     "scoring.top_k=3",
-    # The suite's small local Spark (tests/conftest.py): 2 shuffle partitions for a tiny shop, not 8.
-    "spark.conf.spark.sql.shuffle.partitions=2",
-    "spark.conf.spark.default.parallelism=2",
-    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=2",
+    # The suite's small local Spark (tests/conftest.py): 1 shuffle partition for a tiny shop, not 8.
+    "spark.conf.spark.sql.shuffle.partitions=1",
+    "spark.conf.spark.default.parallelism=1",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=1",
+    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=1",
     # and its interpreted expressions: compiling Java for each of the chain's many tiny plans was ~16 % of
     # this test (alone on the 2-core machine, 2026-12-05: 203 -> 171 s). Same results by Spark's contract;
     # the Airflow and cluster harnesses and the kill tests' killed processes keep the default codegen.

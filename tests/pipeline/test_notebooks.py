@@ -30,10 +30,10 @@ SPARK_SETS = " ".join(
             f"spark.conf.spark.{k}"
             for k in (
                 "driver.memory=1g",
-                "sql.shuffle.partitions=2",
-                "default.parallelism=2",
-                "databricks.delta.snapshotPartitions=2",
-                "sql.sources.parallelPartitionDiscovery.parallelism=2",
+                "sql.shuffle.partitions=1",
+                "default.parallelism=1",
+                "databricks.delta.snapshotPartitions=1",
+                "sql.sources.parallelPartitionDiscovery.parallelism=1",
             )
         ),
     ]

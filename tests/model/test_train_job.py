@@ -203,7 +203,8 @@ def test_a_run_killed_inside_torchdistributor_leaves_no_version_and_no_worker_an
     """``python jobs/train.py`` SIGKILLed (the job's process only, as the OOM killer does) while its
     TorchDistributor ranks train: the registry is as before (no new version, the champion alias where it
     was), no rank of the killed run trains on as an orphan (they would log to its MLflow run and write into
-    the scratch folder the next run cleans), and what the run left there goes at the next run's start."""
+    the scratch folder the next run cleans), and what the run left there goes at the next run's start, which
+    also marks the killed run's MLflow run KILLED (it stays RUNNING until then)."""
     mlflow.set_tracking_uri(str(shop.get("paths.mlflow_tracking_uri")))
     client = MlflowClient()
     before = _registry_state(client)
@@ -233,6 +234,14 @@ def test_a_run_killed_inside_torchdistributor_leaves_no_version_and_no_worker_an
     killed = [r for k, r in _runs(client).items() if k not in runs_before]
     assert [(r.info.status, "finetune_total" in r.data.metrics) for r in killed] == [("RUNNING", False)]
     shared = Path(shop.get("train.petastorm_cache"))
+    assert (shared / train_job.RUN_MARKER).read_text() == killed[0].info.run_id  # it names its MLflow run
     assert [p.name for p in shared.iterdir() if p.name != train_job.LOCK], "the kill left no scratch"
     with train_job.scratch(shop) as held:  # what every run does first
         assert [p.name for p in held.iterdir()] == [train_job.LOCK]
+    # ... and the next run ends the killed run's MLflow run as KILLED, saying who did.
+    ended = client.get_run(killed[0].info.run_id)
+    assert (ended.info.status, ended.data.tags["shopformer.ended_by"]) == (
+        "KILLED",
+        "the next training run: this one was killed",
+    )
+    assert ended.info.end_time is not None and "finetune_total" not in ended.data.metrics

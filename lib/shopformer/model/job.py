@@ -68,6 +68,7 @@ def _shared_dir(cfg: Config) -> Path:
 
 
 LOCK = ".training.lock"
+RUN_MARKER = "mlflow_run_id"  # the MLflow run of the training that holds the folder; gone when it ends
 
 
 @contextlib.contextmanager
@@ -85,6 +86,8 @@ def scratch(cfg: Config) -> Iterator[Path]:
                 f"another training run holds {shared} (train.petastorm_cache): wait for it to end"
             ) from None
         left = sorted(p for p in shared.iterdir() if p.name != LOCK)
+        if (shared / RUN_MARKER).is_file():
+            _end_killed_run(cfg, (shared / RUN_MARKER).read_text().strip())
         for p in left:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
@@ -93,6 +96,33 @@ def scratch(cfg: Config) -> Iterator[Path]:
         if left:
             log.warning("removed %d leftovers of an interrupted training run from %s", len(left), shared)
         yield shared
+
+
+def _end_killed_run(cfg: Config, run_id: str) -> None:
+    """The MLflow run of a killed training stays RUNNING (nothing ran its end): mark it KILLED, so the
+    tracking UI and searches for running trainings tell the truth. Only ever a warning if it cannot."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(str(cfg.get("paths.mlflow_tracking_uri")))
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "shopformer.ended_by", "the next training run: this one was killed")
+            client.set_terminated(run_id, status="KILLED")
+            log.warning("marked MLflow run %s of an interrupted training run KILLED", run_id)
+    except MlflowException as e:
+        log.warning("could not mark MLflow run %s of an interrupted training KILLED: %s", run_id, e)
+
+
+@contextlib.contextmanager
+def _holding(shared: Path, run_id: str) -> Iterator[None]:
+    """Names ``run_id`` in ``shared`` while the run trains: if it is killed, the next run ends it."""
+    marker = shared / RUN_MARKER
+    marker.write_text(run_id)
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def init_model(cfg: Config, d: Data, path: str) -> None:
@@ -317,6 +347,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, run_id: str) -> 
         scratch(cfg) as shared,
         tempfile.TemporaryDirectory(dir=shared) as tmp,
         mlflow.start_run(run_name=run_id) as active,
+        _holding(shared, active.info.run_id),
     ):
         mlflow.log_params(
             {

@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from shopformer.config import Config, load_config
 from shopformer.spark import build_spark
+from tests.factories import SMALL_SPARK
 from tests.pipeline.airflow_pipeline import History, Pipeline, history, run_pipeline
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -30,17 +31,12 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     cfg = load_config(
         "local",
         [
+            # local[1] with SMALL_SPARK was no cheaper (347 CPU-s on factories.py's measurement) and slower
+            # in wall time; local[2] stays: tests of concurrency need it.
             "spark.master=local[2]",
-            # One partition per shuffle, RDD and Delta log replay: the two xdist workers already keep both
-            # cores busy, so a second task per stage only adds scheduling, files and log entries (2026-12-05,
-            # 40 in-process tests alone, machine CPU-s: 354 / 397 / 366 with 2, 326 / 310 / 300 with 1;
-            # local[1] as well: 347, slower in wall time). local[2] stays: tests of concurrency need it.
-            "spark.conf.spark.sql.shuffle.partitions=1",
+            *SMALL_SPARK,
             "spark.conf.spark.driver.memory=2g",
             f"spark.conf.spark.sql.warehouse.dir={root / 'spark-warehouse'}",
-            "spark.conf.spark.default.parallelism=1",
-            "spark.conf.spark.databricks.delta.snapshotPartitions=1",
-            "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=1",
             # A JVM that lives for the whole run: C2's steady state pays back on the suite's bigger in-process
             # jobs (real-data tests: 476 JVM CPU-s vs 615 C1-only). ./dev test-fast's short run of small
             # queries is the other way round (C1-only: 80 vs 141 CPU-s on test_snapshots' unit tests).

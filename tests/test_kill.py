@@ -57,6 +57,7 @@ from shopformer.model.evaluation import Calibrator
 from shopformer.model.network import ModelConfig, ShopformerModel, save_checkpoint, vocab_fields
 from shopformer.ops.jobs import job_main
 from shopformer.scoring import sql_views
+from tests.factories import SMALL_SPARK
 
 # A job's test runs one process per kill point (a JVM start each); the first test also builds the shop.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -70,10 +71,7 @@ SETS = [
     "snapshots.windows_days=[7,30]",
     "snapshots.price_max_views=4",
     "scoring.top_k=3",
-    "spark.conf.spark.sql.shuffle.partitions=1",  # the suite's small local Spark (tests/conftest.py)
-    "spark.conf.spark.default.parallelism=1",
-    "spark.conf.spark.databricks.delta.snapshotPartitions=1",
-    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=1",
+    *SMALL_SPARK,  # the suite's small local Spark (tests/factories.py)
 ]
 PROCESS_SETS = ("spark.master=local[2]", "spark.conf.spark.driver.memory=1g")  # the killed runs only
 # The writes of each job's night, in order: (what, table path under the root).

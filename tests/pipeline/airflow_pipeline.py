@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from shopformer.ops.jobs import job_main
+from tests.factories import SMALL_SPARK
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
@@ -64,12 +65,6 @@ MODEL = [
     "train.max_eval_rows=5000",
     "scoring.top_k=3",
     "quality.min_rows=1000",  # a tiny night is recorded, not judged: its evaluate_scores must succeed
-]
-SMALL_SPARK = [  # the suite's small local Spark (tests/conftest.py)
-    "spark.conf.spark.sql.shuffle.partitions=1",
-    "spark.conf.spark.default.parallelism=1",
-    "spark.conf.spark.databricks.delta.snapshotPartitions=1",
-    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=1",
 ]
 
 

@@ -22,6 +22,7 @@ from shopformer import tables
 from shopformer.config import Config, load_config
 from shopformer.errors import ConfigError
 from shopformer.ops import demo
+from tests.factories import SMALL_SPARK
 
 # Budget per test, enforced (pytest-timeout): the whole chain took ~4 min in CI on 2 cores.
 pytestmark = pytest.mark.timeout(900)
@@ -70,11 +71,8 @@ TINY = [
     "train.holdout_dates=1",
     "train.valid_dates=1",
     "scoring.top_k=3",
-    # The suite's small local Spark (tests/conftest.py): 1 shuffle partition for a tiny shop, not 8.
-    "spark.conf.spark.sql.shuffle.partitions=1",
-    "spark.conf.spark.default.parallelism=1",
-    "spark.conf.spark.databricks.delta.snapshotPartitions=1",
-    "spark.conf.spark.sql.sources.parallelPartitionDiscovery.parallelism=1",
+    # The suite's small local Spark (tests/factories.py): 1 shuffle partition for a tiny shop, not 8.
+    *SMALL_SPARK,
     # and its interpreted expressions: compiling Java for each of the chain's many tiny plans was ~16 % of
     # this test (alone on the 2-core machine, 2026-12-05: 203 -> 171 s). Same results by Spark's contract;
     # the Airflow and cluster harnesses and the kill tests' killed processes keep the default codegen.

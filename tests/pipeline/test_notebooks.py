@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from shopformer import tables
 from shopformer.config import load_config
+from tests.factories import SMALL_SPARK
 
 # Budget per test, enforced (pytest-timeout): run alone, this test also pays for the Airflow pipeline that
 # ``scored_root`` comes from.
@@ -22,20 +23,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[2]
 KERNEL = "shopformer-test-venv"
-# The suite's small-Spark settings (tests/conftest.py), as the notebook's SHOPFORMER_SET overrides.
+# The suite's small-Spark settings (tests/factories.py), as the notebook's SHOPFORMER_SET overrides.
 SPARK_SETS = " ".join(
     [
         "spark.master=local[2]",
-        *(
-            f"spark.conf.spark.{k}"
-            for k in (
-                "driver.memory=1g",
-                "sql.shuffle.partitions=1",
-                "default.parallelism=1",
-                "databricks.delta.snapshotPartitions=1",
-                "sql.sources.parallelPartitionDiscovery.parallelism=1",
-            )
-        ),
+        "spark.conf.spark.driver.memory=1g",
+        *SMALL_SPARK,
     ]
 )
 

@@ -86,8 +86,9 @@ def scratch(cfg: Config) -> Iterator[Path]:
                 f"another training run holds {shared} (train.petastorm_cache): wait for it to end"
             ) from None
         left = sorted(p for p in shared.iterdir() if p.name != LOCK)
-        if (shared / RUN_MARKER).is_file():
-            _end_killed_run(cfg, (shared / RUN_MARKER).read_text().strip())
+        marker = shared / RUN_MARKER
+        if marker.is_file():
+            _end_killed_run(cfg, marker.read_text().strip())
         for p in left:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
